@@ -1,0 +1,68 @@
+//! Alerts → bytes and CloudEvents headers (Kafka protocol binding, binary mode).
+
+use prost::Message;
+use pulse_core::Alert;
+
+use crate::time::format_rfc3339;
+use crate::{wire, Encoding};
+
+/// The wire form of an alert, with its deterministic id.
+pub fn alert_to_wire(alert: &Alert, alert_id: &str) -> wire::Alert {
+    wire::Alert {
+        alert_id: alert_id.to_string(),
+        r#type: alert.kind.as_str().to_string(),
+        customer_id: alert.customer_id.clone(),
+        occurred_at: format_rfc3339(alert.occurred_at),
+        rule_version: alert.rule_version.clone(),
+        from: alert.from.clone(),
+        to: alert.to.clone(),
+        scores: alert
+            .scores
+            .iter()
+            .map(|s| (s.name.to_string(), s.value))
+            .collect(),
+        reasons: alert
+            .reasons
+            .iter()
+            .map(|r| wire::Reason {
+                signal: r.signal.to_string(),
+                value: r.value,
+                contribution: r.contribution,
+                text: r.text.clone(),
+            })
+            .collect(),
+    }
+}
+
+pub fn encode_alert(alert: &wire::Alert, encoding: Encoding) -> Vec<u8> {
+    match encoding {
+        Encoding::Json => serde_json::to_vec(alert).expect("wire types always serialize"),
+        Encoding::Protobuf => alert.encode_to_vec(),
+    }
+}
+
+pub fn decode_alert(bytes: &[u8], encoding: Encoding) -> Result<wire::Alert, crate::CodecError> {
+    Ok(match encoding {
+        Encoding::Json => serde_json::from_slice(bytes)?,
+        Encoding::Protobuf => wire::Alert::decode(bytes)?,
+    })
+}
+
+/// CloudEvents binary-mode headers for an alert (`ce_*` plus `content-type`) and pulse's schema
+/// header.
+pub fn alert_headers(
+    alert: &wire::Alert,
+    source: &str,
+    encoding: Encoding,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("ce_specversion", "1.0".to_string()),
+        ("ce_id", alert.alert_id.clone()),
+        ("ce_type", format!("pulse.{}", alert.r#type)),
+        ("ce_source", source.to_string()),
+        ("ce_time", alert.occurred_at.clone()),
+        ("ce_subject", alert.customer_id.clone()),
+        ("content-type", encoding.content_type().to_string()),
+        ("schema", "pulse.v1.Alert/1".to_string()),
+    ]
+}

@@ -1,0 +1,467 @@
+//! Input events (customer.orders / .clickstream / .support) → validated core [`Event`]s.
+//!
+//! JSON and protobuf are read into one borrowed view, [`Fields`], and validated once, so both
+//! encodings accept and reject exactly the same events with the same reasons.
+
+use std::borrow::Cow;
+
+use prost::Message;
+use pulse_core::event::{Body, Click, ClickKind, Event, Order, OrderKind, Support, SupportKind};
+use serde::Deserialize;
+
+use crate::money::{parse_minor, valid_currency};
+use crate::time::parse_rfc3339;
+use crate::wire;
+use crate::Encoding;
+
+/// Which input topic a record came from; decides which `type`s are valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    Orders,
+    Clickstream,
+    Support,
+}
+
+impl Family {
+    pub const ALL: [Family; 3] = [Family::Orders, Family::Clickstream, Family::Support];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Orders => "orders",
+            Family::Clickstream => "clickstream",
+            Family::Support => "support",
+        }
+    }
+}
+
+/// Why a record was not accepted: `reason` is machine-readable (`class[:detail]`, e.g.
+/// `missing_field:customer_id`), `detail` is for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: String,
+    pub detail: String,
+}
+
+impl Rejection {
+    fn new(reason: impl Into<String>, detail: impl Into<String>) -> Self {
+        Rejection {
+            reason: reason.into(),
+            detail: detail.into(),
+        }
+    }
+    fn missing(field: &str) -> Self {
+        Rejection::new(
+            format!("missing_field:{field}"),
+            format!("`{field}` is required"),
+        )
+    }
+    /// The bounded class of the reason (`missing_field`, `bad_json`, ...), for metrics.
+    pub fn class(&self) -> &str {
+        self.reason.split(':').next().unwrap_or(&self.reason)
+    }
+}
+
+/// Ids longer than this are refused: they are keys, not documents.
+const MAX_ID_LEN: usize = 256;
+/// Event times must fall in 2000-01-01 ..= 2200-01-01: anything else is a unit mistake.
+const MIN_TIME: i64 = 946_684_800_000;
+const MAX_TIME: i64 = 7_258_118_400_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum When<'a> {
+    Millis(i64),
+    #[serde(borrow)]
+    Text(Cow<'a, str>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Amount<'a> {
+    #[serde(borrow)]
+    Text(Cow<'a, str>),
+    Number(serde_json::Number),
+}
+
+#[derive(Debug, Deserialize)]
+struct Item {
+    #[serde(default)]
+    quantity: Option<u32>,
+}
+
+/// Every field any input family may carry, borrowed from the record where possible.
+#[derive(Debug, Default, Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow)]
+    event_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    customer_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    occurred_at: Option<When<'a>>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    order_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    amount: Option<Amount<'a>>,
+    #[serde(borrow)]
+    currency: Option<Cow<'a, str>>,
+    items: Option<Vec<Item>>,
+    #[serde(borrow)]
+    channel: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    session_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    ticket_id: Option<Cow<'a, str>>,
+    score: Option<f64>,
+    sentiment: Option<f64>,
+}
+
+/// Decodes and validates one input record.
+pub fn decode_input(
+    family: Family,
+    encoding: Encoding,
+    bytes: &[u8],
+    max_bytes: usize,
+) -> Result<Event, Rejection> {
+    if bytes.len() > max_bytes {
+        return Err(Rejection::new(
+            "too_large",
+            format!("{} bytes, limit {max_bytes}", bytes.len()),
+        ));
+    }
+    match encoding {
+        Encoding::Json => {
+            let fields: Fields<'_> = serde_json::from_slice(bytes).map_err(|e| {
+                let class = if e.is_data() { "bad_field" } else { "bad_json" };
+                Rejection::new(class, e.to_string())
+            })?;
+            validate(family, fields)
+        }
+        Encoding::Protobuf => {
+            let bad = |e: prost::DecodeError| Rejection::new("bad_protobuf", e.to_string());
+            let fields = match family {
+                Family::Orders => from_order(wire::OrderEvent::decode(bytes).map_err(bad)?),
+                Family::Clickstream => {
+                    from_click(wire::ClickstreamEvent::decode(bytes).map_err(bad)?)
+                }
+                Family::Support => from_support(wire::SupportEvent::decode(bytes).map_err(bad)?),
+            };
+            validate(family, fields)
+        }
+    }
+}
+
+fn non_empty(s: String) -> Option<Cow<'static, str>> {
+    (!s.is_empty()).then_some(Cow::Owned(s))
+}
+
+fn when(ts: Option<wire::Timestamp>) -> Option<When<'static>> {
+    match ts?.value? {
+        wire::timestamp::Value::Rfc3339(s) => Some(When::Text(Cow::Owned(s))),
+        wire::timestamp::Value::EpochMs(ms) => Some(When::Millis(ms)),
+    }
+}
+
+fn from_order(e: wire::OrderEvent) -> Fields<'static> {
+    Fields {
+        event_id: non_empty(e.event_id),
+        customer_id: non_empty(e.customer_id),
+        occurred_at: when(e.occurred_at),
+        kind: non_empty(e.r#type),
+        order_id: non_empty(e.order_id),
+        amount: non_empty(e.amount).map(Amount::Text),
+        currency: non_empty(e.currency),
+        items: Some(
+            e.items
+                .into_iter()
+                .map(|i| Item {
+                    quantity: Some(i.quantity),
+                })
+                .collect(),
+        ),
+        channel: e.channel.map(Cow::Owned),
+        ..Fields::default()
+    }
+}
+
+fn from_click(e: wire::ClickstreamEvent) -> Fields<'static> {
+    Fields {
+        event_id: non_empty(e.event_id),
+        customer_id: non_empty(e.customer_id),
+        occurred_at: when(e.occurred_at),
+        kind: non_empty(e.r#type),
+        session_id: e.session_id.map(Cow::Owned),
+        channel: e.channel.map(Cow::Owned),
+        ..Fields::default()
+    }
+}
+
+fn from_support(e: wire::SupportEvent) -> Fields<'static> {
+    Fields {
+        event_id: non_empty(e.event_id),
+        customer_id: non_empty(e.customer_id),
+        occurred_at: when(e.occurred_at),
+        kind: non_empty(e.r#type),
+        ticket_id: e.ticket_id.map(Cow::Owned),
+        score: e.score.map(f64::from),
+        sentiment: e.sentiment,
+        channel: e.channel.map(Cow::Owned),
+        ..Fields::default()
+    }
+}
+
+fn id(value: Option<Cow<'_, str>>, field: &str) -> Result<String, Rejection> {
+    match value {
+        Some(v) if !v.trim().is_empty() => {
+            if v.len() > MAX_ID_LEN {
+                Err(Rejection::new(
+                    format!("bad_field:{field}"),
+                    format!("`{field}` longer than {MAX_ID_LEN} bytes"),
+                ))
+            } else {
+                Ok(v.into_owned())
+            }
+        }
+        _ => Err(Rejection::missing(field)),
+    }
+}
+
+fn validate(family: Family, f: Fields<'_>) -> Result<Event, Rejection> {
+    let event_id = id(f.event_id, "event_id")?;
+    let customer_id = id(f.customer_id, "customer_id")?;
+    let occurred_at = match f
+        .occurred_at
+        .ok_or_else(|| Rejection::missing("occurred_at"))?
+    {
+        When::Millis(ms) => Some(ms),
+        When::Text(text) => parse_rfc3339(&text),
+    }
+    .filter(|t| (MIN_TIME..=MAX_TIME).contains(t))
+    .ok_or_else(|| {
+        Rejection::new(
+            "bad_timestamp",
+            "`occurred_at` must be RFC 3339 or epoch milliseconds in 2000..2200",
+        )
+    })?;
+    let kind = f.kind.ok_or_else(|| Rejection::missing("type"))?;
+    let unknown = || {
+        let shown: String = kind.chars().take(64).filter(|c| !c.is_control()).collect();
+        Rejection::new(
+            format!("unknown_type:{shown}"),
+            format!("`{shown}` is not a {} event type", family.as_str()),
+        )
+    };
+    let channel = f.channel.map(Cow::into_owned);
+    let body = if kind == "customer_erased" {
+        Body::Erased
+    } else {
+        match family {
+            Family::Orders => {
+                let kind = OrderKind::parse(&kind).ok_or_else(unknown)?;
+                let order_id = id(f.order_id, "order_id")?;
+                let currency = f.currency.ok_or_else(|| Rejection::missing("currency"))?;
+                if !valid_currency(&currency) {
+                    return Err(Rejection::new(
+                        "bad_currency",
+                        "`currency` must be an ISO 4217 code such as EUR",
+                    ));
+                }
+                let text = match f.amount.ok_or_else(|| Rejection::missing("amount"))? {
+                    Amount::Text(t) => t.into_owned(),
+                    Amount::Number(n) => n.to_string(),
+                };
+                let amount_minor = parse_minor(text.trim(), &currency)
+                    .filter(|a| *a >= 0)
+                    .ok_or_else(|| {
+                        Rejection::new(
+                            "bad_amount",
+                            "`amount` must be a non-negative decimal within the currency's minor unit",
+                        )
+                    })?;
+                let item_count = f
+                    .items
+                    .map(|items| items.iter().map(|i| i.quantity.unwrap_or(1)).sum())
+                    .unwrap_or(0);
+                Body::Order(Order {
+                    kind,
+                    order_id,
+                    amount_minor,
+                    currency: currency.into_owned(),
+                    item_count,
+                    channel,
+                })
+            }
+            Family::Clickstream => Body::Click(Click {
+                kind: ClickKind::parse(&kind).ok_or_else(unknown)?,
+                session_id: f.session_id.map(Cow::into_owned),
+            }),
+            Family::Support => {
+                let kind = SupportKind::parse(&kind).ok_or_else(unknown)?;
+                let range = match kind {
+                    SupportKind::CsatSubmitted => Some(1.0..=5.0),
+                    SupportKind::NpsSubmitted => Some(0.0..=10.0),
+                    _ => None,
+                };
+                let score = match range {
+                    Some(range) => {
+                        let s = f.score.ok_or_else(|| Rejection::missing("score"))?;
+                        if !range.contains(&s) || s.fract() != 0.0 {
+                            return Err(Rejection::new(
+                                "bad_score",
+                                format!("`score` must be a whole number in {range:?}"),
+                            ));
+                        }
+                        Some(s as u8)
+                    }
+                    None => None,
+                };
+                let sentiment = match f.sentiment {
+                    Some(s) if !(-1.0..=1.0).contains(&s) => {
+                        return Err(Rejection::new(
+                            "bad_sentiment",
+                            "`sentiment` must be in -1..1",
+                        ))
+                    }
+                    other => other.map(|s| s as f32),
+                };
+                let ticket_id = f.ticket_id.map(Cow::into_owned);
+                if matches!(
+                    kind,
+                    SupportKind::TicketOpened
+                        | SupportKind::TicketFirstResponse
+                        | SupportKind::TicketResolved
+                ) && ticket_id.is_none()
+                {
+                    return Err(Rejection::missing("ticket_id"));
+                }
+                Body::Support(Support {
+                    kind,
+                    ticket_id,
+                    score,
+                    sentiment,
+                })
+            }
+        }
+    };
+    Ok(Event {
+        event_id,
+        customer_id,
+        occurred_at,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(family: Family, s: &str) -> Result<Event, Rejection> {
+        decode_input(family, Encoding::Json, s.as_bytes(), 1 << 20)
+    }
+
+    #[test]
+    fn accepts_an_order_in_both_time_forms() {
+        let a = json(Family::Orders, r#"{"event_id":"e1","customer_id":"c1","occurred_at":1772366400123,"type":"order_placed","order_id":"o1","amount":"23.50","currency":"EUR","items":[{"sku":"s","quantity":2,"unit_price":"11.75"}]}"#).unwrap();
+        let b = json(Family::Orders, r#"{"event_id":"e1","customer_id":"c1","occurred_at":"2026-03-01T12:00:00.123Z","type":"order_placed","order_id":"o1","amount":23.5,"currency":"EUR","items":[{"sku":"s","quantity":2,"unit_price":"11.75"}]}"#).unwrap();
+        assert_eq!(a, b);
+        let Body::Order(o) = a.body else { panic!() };
+        assert_eq!((o.amount_minor, o.item_count), (2350, 2));
+    }
+
+    #[test]
+    fn rejects_with_reasons() {
+        let cases = [
+            (Family::Orders, "{not json", "bad_json"),
+            (
+                Family::Orders,
+                r#"{"event_id":"e","occurred_at":1772366400123,"type":"order_placed"}"#,
+                "missing_field:customer_id",
+            ),
+            (
+                Family::Clickstream,
+                r#"{"event_id":"e","customer_id":"c","occurred_at":1772366400123,"type":"teleport"}"#,
+                "unknown_type:teleport",
+            ),
+            (
+                Family::Orders,
+                r#"{"event_id":"e","customer_id":"c","occurred_at":1772366400123,"type":"order_placed","order_id":"o","amount":"12,3x","currency":"EUR"}"#,
+                "bad_amount",
+            ),
+            (
+                Family::Support,
+                r#"{"event_id":"e","customer_id":"c","occurred_at":"yesterday","type":"csat_submitted","score":4}"#,
+                "bad_timestamp",
+            ),
+            (
+                Family::Support,
+                r#"{"event_id":"e","customer_id":"c","occurred_at":1772366400123,"type":"csat_submitted","score":9}"#,
+                "bad_score",
+            ),
+            (
+                Family::Orders,
+                r#"{"event_id":"e","customer_id":42,"occurred_at":1772366400123,"type":"order_placed"}"#,
+                "bad_field",
+            ),
+        ];
+        for (family, input, reason) in cases {
+            assert_eq!(json(family, input).unwrap_err().reason, reason, "{input}");
+        }
+        let big = decode_input(Family::Orders, Encoding::Json, &[b' '; 100], 10).unwrap_err();
+        assert_eq!(big.reason, "too_large");
+    }
+
+    #[test]
+    fn erasure_is_accepted_on_every_topic() {
+        for family in Family::ALL {
+            let e = json(family, r#"{"event_id":"x","customer_id":"c","occurred_at":1772366400123,"type":"customer_erased"}"#).unwrap();
+            assert_eq!(e.body, Body::Erased);
+        }
+    }
+
+    #[test]
+    fn protobuf_and_json_agree() {
+        let proto = wire::SupportEvent {
+            event_id: "e1".into(),
+            customer_id: "c1".into(),
+            occurred_at: Some(wire::Timestamp {
+                value: Some(wire::timestamp::Value::Rfc3339(
+                    "2026-03-01T12:00:00.123Z".into(),
+                )),
+            }),
+            r#type: "nps_submitted".into(),
+            score: Some(9),
+            ..Default::default()
+        };
+        let from_proto = decode_input(
+            Family::Support,
+            Encoding::Protobuf,
+            &proto.encode_to_vec(),
+            1 << 20,
+        );
+        let from_json = json(
+            Family::Support,
+            r#"{"event_id":"e1","customer_id":"c1","occurred_at":1772366400123,"type":"nps_submitted","score":9}"#,
+        );
+        assert_eq!(from_proto, from_json);
+        let missing = wire::SupportEvent {
+            customer_id: String::new(),
+            ..proto
+        };
+        let err = decode_input(
+            Family::Support,
+            Encoding::Protobuf,
+            &missing.encode_to_vec(),
+            1 << 20,
+        )
+        .unwrap_err();
+        assert_eq!(err.reason, "missing_field:customer_id");
+        let garbage = decode_input(
+            Family::Support,
+            Encoding::Protobuf,
+            &[0xff, 0xff, 0xff],
+            1 << 20,
+        )
+        .unwrap_err();
+        assert_eq!(garbage.reason, "bad_protobuf");
+    }
+}

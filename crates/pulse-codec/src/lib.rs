@@ -1,0 +1,63 @@
+//! pulse-codec: the wire formats of pulse and their conversion to pulse-core types, done once,
+//! at the edge. Protobuf types are generated from ../../proto; the JSON encoding of pulse's own
+//! records is the serde form of the same generated types.
+//!
+//! It must not do I/O or know about Kafka clients: it maps bytes to values and back.
+
+pub mod alert;
+pub mod canonical;
+pub mod input;
+pub mod money;
+pub mod time;
+
+#[allow(clippy::all)]
+pub mod wire {
+    //! Types generated from proto/ (prost + serde). Used inside this crate and by tests that
+    //! read topics; the service converts them to core types at the edge.
+    include!(concat!(env!("OUT_DIR"), "/pulse.v1.rs"));
+}
+
+pub use alert::{alert_headers, alert_to_wire, decode_alert, encode_alert};
+pub use canonical::{decode_canonical, encode_canonical, Canonical, Source, TickSource};
+pub use input::{decode_input, Family, Rejection};
+
+/// How a topic's values are encoded. JSON is the default everywhere.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    #[default]
+    Json,
+    Protobuf,
+}
+
+impl Encoding {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Json => "application/json",
+            Encoding::Protobuf => "application/x-protobuf",
+        }
+    }
+
+    /// Reads a `content-type` header value; parameters such as `; charset=utf-8` are ignored.
+    pub fn from_content_type(value: &str) -> Option<Self> {
+        match value.split(';').next()?.trim() {
+            "application/json" => Some(Encoding::Json),
+            "application/x-protobuf"
+            | "application/protobuf"
+            | "application/vnd.google.protobuf" => Some(Encoding::Protobuf),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("bad json")]
+    Json(#[from] serde_json::Error),
+    #[error("bad protobuf")]
+    Protobuf(#[from] prost::DecodeError),
+    #[error("invalid record: {0}")]
+    Invalid(String),
+}

@@ -1,0 +1,19 @@
+//! pulse-core: the pure domain of pulse: events, per-customer state, scoring, lifecycle,
+//! segments, alerts and timers as data.
+//!
+//! It owns every rule. It must not do I/O, read a clock, spawn, or know about Kafka, sled or
+//! protobuf: time is a parameter, and the shell (the `pulse` crate) schedules the timers the
+//! engine asks for.
+
+pub mod alert;
+pub mod config;
+pub mod engine;
+pub mod event;
+pub mod hash;
+pub mod state;
+
+pub use alert::{Alert, AlertKind, Reason, Score};
+pub use config::ScoringConfig;
+pub use engine::{decide, evaluate, Decision, Evaluation, Input};
+pub use event::{Body, Event, Millis, DAY};
+pub use state::{CustomerState, Segment, Stage};

@@ -1,0 +1,186 @@
+//! Per-customer folded state: facts accumulated from events, plus what was last announced.
+//!
+//! Holds ids and derived values only: no free text, no names, no addresses.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Millis;
+
+/// Version of the stored encoding of [`CustomerState`]. Bump it on any incompatible change and
+/// teach the store to read the older one (or refuse it by name).
+pub const STATE_SCHEMA_VERSION: u16 = 1;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerState {
+    pub first_seen_at: Millis,
+    pub last_event_at: Millis,
+    pub orders: OrderFacts,
+    pub clicks: ClickFacts,
+    pub support: SupportFacts,
+    pub announced: Announced,
+    /// The next instant at which this customer's outcome can change with no new event.
+    pub next_timer: Option<Millis>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderFacts {
+    /// Orders placed less orders cancelled.
+    pub count: u32,
+    /// Distinct UTC days with an order: the purchase count of the BTYD models.
+    pub purchase_days: u32,
+    pub first_at: Option<Millis>,
+    pub last_at: Option<Millis>,
+    /// Net spend in minor units of `currency` (the customer's first currency).
+    pub total_minor: i64,
+    pub currency: Option<String>,
+    /// Orders in another currency than `currency`: counted, not summed (no FX rates here).
+    pub other_currency_orders: u32,
+    pub cancelled: u32,
+    pub refunded: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickFacts {
+    pub events: u32,
+    pub sessions: u32,
+    pub last_at: Option<Millis>,
+    pub cart_adds: u32,
+    /// Exponentially decayed activity, valued at `engagement_at`.
+    pub engagement: f64,
+    pub engagement_at: Millis,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupportFacts {
+    pub tickets_opened: u32,
+    pub tickets_resolved: u32,
+    pub csat_answers: u32,
+    pub csat_positive: u32,
+    pub last_nps: Option<u8>,
+    /// Consecutive negative contacts (CSAT ≤ 2, NPS ≤ 6, sentiment < 0), reset by a positive one.
+    pub negative_streak: u32,
+}
+
+/// What the customer was last announced as, so alerts fire on change only.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Announced {
+    pub stage: Stage,
+    pub stage_since: Millis,
+    pub segment: Segment,
+    pub segment_since: Millis,
+    /// When an order brought the customer back from at_risk or churned.
+    pub reactivated_at: Option<Millis>,
+}
+
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    #[default]
+    Prospect,
+    New,
+    Active,
+    Loyal,
+    AtRisk,
+    Churned,
+    Reactivated,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 7] = [
+        Stage::Prospect,
+        Stage::New,
+        Stage::Active,
+        Stage::Loyal,
+        Stage::AtRisk,
+        Stage::Churned,
+        Stage::Reactivated,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Prospect => "prospect",
+            Stage::New => "new",
+            Stage::Active => "active",
+            Stage::Loyal => "loyal",
+            Stage::AtRisk => "at_risk",
+            Stage::Churned => "churned",
+            Stage::Reactivated => "reactivated",
+        }
+    }
+    pub fn is_risk(self) -> bool {
+        matches!(self, Stage::AtRisk | Stage::Churned)
+    }
+}
+
+/// The RFM segment: the classic 5×5 recency/frequency grid, plus `prospect` before any order.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Segment {
+    #[default]
+    Prospect,
+    New,
+    Potential,
+    Promising,
+    Champions,
+    Loyal,
+    AboutToSleep,
+    NeedAttention,
+    Hibernating,
+    AtRisk,
+    CantLose,
+}
+
+impl Segment {
+    pub const ALL: [Segment; 11] = [
+        Segment::Prospect,
+        Segment::New,
+        Segment::Potential,
+        Segment::Promising,
+        Segment::Champions,
+        Segment::Loyal,
+        Segment::AboutToSleep,
+        Segment::NeedAttention,
+        Segment::Hibernating,
+        Segment::AtRisk,
+        Segment::CantLose,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Segment::Prospect => "prospect",
+            Segment::New => "new",
+            Segment::Potential => "potential",
+            Segment::Promising => "promising",
+            Segment::Champions => "champions",
+            Segment::Loyal => "loyal",
+            Segment::AboutToSleep => "about_to_sleep",
+            Segment::NeedAttention => "need_attention",
+            Segment::Hibernating => "hibernating",
+            Segment::AtRisk => "at_risk",
+            Segment::CantLose => "cant_lose",
+        }
+    }
+
+    /// The R/F grid (rows R5..R1, columns F1..F5).
+    pub fn from_rf(r: u8, f: u8) -> Segment {
+        use Segment::*;
+        const R5: [Segment; 5] = [New, Potential, Potential, Champions, Champions];
+        const R4: [Segment; 5] = [Promising, Potential, Potential, Loyal, Loyal];
+        const R3: [Segment; 5] = [AboutToSleep, AboutToSleep, NeedAttention, Loyal, Loyal];
+        const R12: [Segment; 5] = [Hibernating, Hibernating, AtRisk, AtRisk, CantLose];
+        let col = usize::from(f.clamp(1, 5) - 1);
+        match r {
+            5.. => R5[col],
+            4 => R4[col],
+            3 => R3[col],
+            _ => R12[col],
+        }
+    }
+}
