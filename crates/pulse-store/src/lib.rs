@@ -65,8 +65,8 @@ pub struct Commit {
     pub checkpoint: Checkpoint,
     /// `None` deletes the customer (erasure).
     pub customers: Vec<(String, Option<CustomerState>)>,
-    pub dedupe_put: Vec<(u128, Millis)>,
-    pub dedupe_delete: Vec<u128>,
+    /// Dedupe inserts (`Some(seen at)`) and evictions (`None`), applied in order.
+    pub dedupe: Vec<(u128, Option<Millis>)>,
     pub outbox: Vec<(u64, OutboxRecord)>,
 }
 
@@ -173,11 +173,12 @@ impl PartitionStore {
                 None => batch.remove(key),
             }
         }
-        for (k, at) in &commit.dedupe_put {
-            batch.insert(prefixed(DEDUPE, &k.to_be_bytes()), &at.to_be_bytes());
-        }
-        for k in &commit.dedupe_delete {
-            batch.remove(prefixed(DEDUPE, &k.to_be_bytes()));
+        for (k, at) in &commit.dedupe {
+            let key = prefixed(DEDUPE, &k.to_be_bytes());
+            match at {
+                Some(at) => batch.insert(key, &at.to_be_bytes()),
+                None => batch.remove(key),
+            }
         }
         for (seq, rec) in &commit.outbox {
             batch.insert(prefixed(OUTBOX, &seq.to_be_bytes()), encode_outbox(rec));
@@ -342,8 +343,7 @@ mod tests {
                         clock: 99,
                     },
                     customers: vec![("c1".into(), Some(state(2))), ("c2".into(), Some(state(1)))],
-                    dedupe_put: vec![(7, 99)],
-                    dedupe_delete: vec![],
+                    dedupe: vec![(7, Some(99)), (8, Some(99)), (8, None)],
                     outbox: vec![(1, rec.clone()), (2, rec.clone())],
                 })
                 .unwrap();

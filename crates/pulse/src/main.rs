@@ -1,1 +1,124 @@
-fn main() {}
+//! The `pulse` binary: parses the command line and hands over to the library. Exit codes:
+//! 0 ok, 2 bad usage or configuration (the message names the key), 1 runtime failure.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use pulse::config::{Config, ConfigError};
+
+#[derive(Parser)]
+#[command(
+    name = "pulse",
+    version,
+    about = "Timely, explainable customer signals from Kafka"
+)]
+struct Cli {
+    /// HTTP address for /metrics, /healthz, /readyz and /v1 (port 0 picks one).
+    #[arg(long, global = true, default_value = "127.0.0.1:9464")]
+    http_addr: SocketAddr,
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Only {
+    Ingest,
+    Fold,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service against a Kafka cluster.
+    Run {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Run only one pipeline (default: both).
+        #[arg(long, value_enum)]
+        only: Option<Only>,
+        /// Stop cleanly after this long (e.g. 90s, 5m) and print a summary.
+        #[arg(long = "for", value_parser = pulse::demo::parse_duration)]
+        run_for: Option<Duration>,
+    },
+    /// Run the whole pipeline on an in-process Kafka-protocol broker with simulated customers.
+    Demo(pulse::demo::DemoArgs),
+    /// Write simulated customer events to a Kafka cluster or an NDJSON file.
+    Simulate(pulse::demo::SimulateArgs),
+    /// Measure fold throughput against a plain consumer reading the same topic.
+    Bench(pulse::bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run {
+                config,
+                only,
+                run_for,
+            } => {
+                let mut config = match Config::load(config.as_deref()) {
+                    Ok(c) => c,
+                    Err(e) => return Err(config_error(e)),
+                };
+                if std::env::var_os("PULSE__HTTP__ADDR").is_none() {
+                    config.http.addr = cli.http_addr;
+                }
+                match only {
+                    Some(Only::Ingest) => config.fold.enabled = false,
+                    Some(Only::Fold) => config.ingest.enabled = false,
+                    None => {}
+                }
+                pulse::demo::run_service(config, run_for)
+                    .await
+                    .map_err(runtime_error)
+            }
+            Command::Demo(args) => pulse::demo::demo(args, cli.http_addr)
+                .await
+                .map_err(runtime_error),
+            Command::Simulate(args) => pulse::demo::simulate(args).await.map_err(runtime_error),
+            Command::Bench(args) => pulse::bench::bench(args).await.map_err(runtime_error),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}
+
+fn config_error(e: ConfigError) -> ExitCode {
+    eprintln!("error: {}", pulse::error_chain(&e));
+    ExitCode::from(2)
+}
+
+fn runtime_error(e: anyhow::Error) -> ExitCode {
+    eprintln!("error: {e:#}");
+    ExitCode::from(1)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,580 @@
+//! Fold: the projection of the canonical log into per-customer state, one sled database per
+//! assigned partition.
+//!
+//! For each record: advance the partition clock (events and ticks carry time), fire the timers
+//! it passes, dedupe by event_id, and let pulse-core decide. Every `commit_max_events` records
+//! or `commit_interval_ms`, one atomic sled write holds the touched customers, the dedupe
+//! changes, the alerts (as an outbox) and the next offset + clock; only then are the alerts
+//! produced, and removed from the outbox once acknowledged. sled, not the group's committed
+//! offset, says where a partition resumes: the rebalance callback assigns each partition at
+//! the offset its sled checkpoint names.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{mpsc, Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use pulse_codec::{
+    alert_headers, alert_to_wire, decode_canonical, encode_alert, Canonical, Encoding,
+};
+use pulse_core::hash::event_key;
+use pulse_core::{decide, Alert, AlertKind, Body, CustomerState, Input, Millis, Stage, DAY};
+use pulse_store::{Checkpoint, Commit, OutboxRecord, PartitionStore};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::Offset;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::kafka::{self, headers};
+use crate::producer::Outstanding;
+use crate::{telemetry, PipelineError};
+
+/// What the rebalance callback tells the fold loop. The callback only opens the partition's
+/// store to read where it resumes; all folding happens in the loop.
+enum Rebalance {
+    Assigned(Vec<(i32, PartitionStore)>),
+    Revoked(Vec<i32>),
+    Failed(String),
+}
+
+struct FoldContext {
+    tx: mpsc::Sender<Rebalance>,
+    state_dir: PathBuf,
+    fsync: bool,
+}
+
+impl ClientContext for FoldContext {}
+
+impl ConsumerContext for FoldContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            rdkafka::consumer::RebalanceProtocol::Cooperative
+        );
+        let partitions: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let mut opened = Vec::new();
+                for (topic, p) in &partitions {
+                    match open_partition(&self.state_dir, *p, self.fsync) {
+                        Ok((store, checkpoint)) => {
+                            let offset = checkpoint
+                                .map_or(Offset::Beginning, |c| Offset::Offset(c.next_offset));
+                            let _ = tpl.set_partition_offset(topic, *p, offset);
+                            opened.push((*p, store));
+                        }
+                        Err(e) => {
+                            let _ = self
+                                .tx
+                                .send(Rebalance::Failed(format!("partition {p}: {e}")));
+                        }
+                    }
+                }
+                let _ = self.tx.send(Rebalance::Assigned(opened));
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let _ = self.tx.send(Rebalance::Revoked(
+                    partitions.iter().map(|(_, p)| *p).collect(),
+                ));
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error");
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            let _ = self.tx.send(Rebalance::Failed(format!("assignment: {e}")));
+        }
+    }
+}
+
+pub fn partition_dir(state_dir: &Path, partition: i32) -> PathBuf {
+    state_dir.join(format!("partition-{partition:04}"))
+}
+
+fn open_partition(
+    state_dir: &Path,
+    partition: i32,
+    fsync: bool,
+) -> Result<(PartitionStore, Option<Checkpoint>), pulse_store::StoreError> {
+    let store = PartitionStore::open(&partition_dir(state_dir, partition), fsync)?;
+    let checkpoint = store.checkpoint()?;
+    Ok((store, checkpoint))
+}
+
+/// What the HTTP API may read: the stores of the partitions this instance folds and their
+/// committed clocks.
+#[derive(Default)]
+pub struct Shared {
+    pub partitions: RwLock<BTreeMap<i32, (PartitionStore, Arc<AtomicI64>)>>,
+    pub canonical_partitions: AtomicI64,
+}
+
+/// The in-memory working set of one partition between commits.
+struct PartitionTask {
+    store: PartitionStore,
+    customers: HashMap<String, CustomerState>,
+    timers: BTreeSet<(Millis, String)>,
+    dedupe: HashMap<u128, Millis>,
+    dedupe_order: VecDeque<(Millis, u128)>,
+    clock: Millis,
+    next_offset: i64,
+    committed_clock: Arc<AtomicI64>,
+    /// Since the last commit:
+    dirty: HashSet<String>,
+    erased: HashSet<String>,
+    /// Dedupe inserts (`Some(seen at)`) and evictions (`None`), in order.
+    dedupe_changes: Vec<(u128, Option<Millis>)>,
+    outbox: Vec<(u64, OutboxRecord)>,
+    records: usize,
+    /// Index of the next alert caused by the record being folded (part of its alert_id).
+    alert_index: u32,
+    next_outbox_seq: u64,
+    /// Committed but not yet acknowledged.
+    unacked: Vec<(u64, OutboxRecord)>,
+}
+
+struct Fold {
+    config: Arc<Config>,
+    producer: FutureProducer,
+    tasks: BTreeMap<i32, PartitionTask>,
+    shared: Arc<Shared>,
+}
+
+pub async fn run(
+    config: Arc<Config>,
+    mut shutdown: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+) -> Result<(), PipelineError> {
+    let (tx, rx) = mpsc::channel();
+    let context = FoldContext {
+        tx,
+        state_dir: config.fold.state_dir.clone(),
+        fsync: config.fold.fsync,
+    };
+    std::fs::create_dir_all(&config.fold.state_dir)
+        .map_err(|e| PipelineError::StateDir(config.fold.state_dir.clone(), e))?;
+    let consumer: StreamConsumer<FoldContext> =
+        kafka::consumer_config(&config, "fold").create_with_context(context)?;
+    consumer.subscribe(&[&config.topics.canonical])?;
+    let n = {
+        let c = config.clone();
+        tokio::task::spawn_blocking(move || kafka::partition_count(&c, &c.topics.canonical))
+            .await
+            .expect("metadata task")?
+    };
+    shared
+        .canonical_partitions
+        .store(i64::from(n), Ordering::Relaxed);
+    let mut fold = Fold {
+        producer: kafka::producer_config(&config).create()?,
+        tasks: BTreeMap::new(),
+        shared,
+        config: config.clone(),
+    };
+    tracing::info!("fold started");
+    let mut commit_timer =
+        tokio::time::interval(Duration::from_millis(config.fold.commit_interval_ms));
+    commit_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break Ok(()),
+            _ = commit_timer.tick() => {
+                fold.apply_rebalances(&rx)?;
+                if let Err(e) = fold.commit_all(&consumer).await { break Err(e) }
+            }
+            msg = consumer.recv() => {
+                let msg = match msg { Ok(m) => m, Err(e) => break Err(e.into()) };
+                fold.apply_rebalances(&rx)?;
+                if let Err(e) = fold.handle(&msg) { break Err(e) }
+                let p = msg.partition();
+                if fold.tasks.get(&p).is_some_and(|t| t.records >= config.fold.commit_max_events) {
+                    if let Err(e) = fold.commit(&consumer, p).await { break Err(e) }
+                }
+            }
+        }
+    };
+    if result.is_ok() {
+        // A clean stop: finish the batch, commit it and drain the outbox.
+        fold.commit_all(&consumer).await?;
+    }
+    crate::producer::flush(&fold.producer);
+    for task in fold.tasks.values() {
+        let _ = task.store.flush();
+    }
+    fold.close_all();
+    tracing::info!("fold stopped");
+    result
+}
+
+impl Fold {
+    fn apply_rebalances(&mut self, rx: &mpsc::Receiver<Rebalance>) -> Result<(), PipelineError> {
+        while let Ok(event) = rx.try_recv() {
+            match event {
+                Rebalance::Assigned(stores) => {
+                    for (p, store) in stores {
+                        let task = PartitionTask::load(store)?;
+                        tracing::info!(
+                            partition = p,
+                            customers = task.customers.len(),
+                            next_offset = task.next_offset,
+                            "partition assigned"
+                        );
+                        self.shared
+                            .partitions
+                            .write()
+                            .expect("lock")
+                            .insert(p, (task.store.clone(), task.committed_clock.clone()));
+                        self.tasks.insert(p, task);
+                    }
+                }
+                Rebalance::Revoked(ps) => {
+                    for p in ps {
+                        // Uncommitted work is dropped: the next owner resumes from the last
+                        // commit, so nothing is applied twice or lost.
+                        if let Some(task) = self.tasks.remove(&p) {
+                            task.forget_stage_counts();
+                            tracing::info!(partition = p, "partition revoked");
+                        }
+                        self.shared.partitions.write().expect("lock").remove(&p);
+                    }
+                }
+                Rebalance::Failed(why) => return Err(PipelineError::Rebalance(why)),
+            }
+            telemetry::partitions_assigned(self.tasks.len());
+        }
+        Ok(())
+    }
+
+    fn close_all(&mut self) {
+        for (p, task) in std::mem::take(&mut self.tasks) {
+            task.forget_stage_counts();
+            self.shared.partitions.write().expect("lock").remove(&p);
+        }
+        telemetry::partitions_assigned(0);
+    }
+
+    fn handle(&mut self, msg: &BorrowedMessage<'_>) -> Result<(), PipelineError> {
+        let Some(task) = self.tasks.get_mut(&msg.partition()) else {
+            return Ok(()); // a partition revoked while its records were in flight
+        };
+        if msg.offset() < task.next_offset {
+            return Ok(()); // already folded (the group offset lags sled's checkpoint)
+        }
+        task.alert_index = 0;
+        let encoding = kafka::header(msg.headers(), "content-type")
+            .and_then(Encoding::from_content_type)
+            .unwrap_or(self.config.encoding.canonical);
+        match decode_canonical(msg.payload().unwrap_or_default(), encoding) {
+            Ok(Canonical::Tick { time, .. }) => {
+                task.advance_clock(time, msg.offset(), &self.config)
+            }
+            Ok(Canonical::Event(event, _)) => {
+                task.advance_clock(event.occurred_at, msg.offset(), &self.config);
+                task.apply(&event, msg.offset(), &self.config);
+            }
+            Err(e) => {
+                telemetry::fold_corrupt(msg.partition(), msg.offset(), &e);
+                task.outbox_push(OutboxRecord {
+                    topic: self.config.topics.dead_letters.clone(),
+                    key: String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned(),
+                    value: msg.payload().unwrap_or_default().to_vec(),
+                    headers: vec![
+                        (crate::ingest::DLQ_REASON.into(), "corrupt_canonical".into()),
+                        (crate::ingest::DLQ_DETAIL.into(), e.to_string()),
+                        (crate::ingest::DLQ_TOPIC.into(), msg.topic().into()),
+                        (
+                            crate::ingest::DLQ_PARTITION.into(),
+                            msg.partition().to_string(),
+                        ),
+                        (crate::ingest::DLQ_OFFSET.into(), msg.offset().to_string()),
+                    ],
+                });
+            }
+        }
+        task.next_offset = msg.offset() + 1;
+        task.records += 1;
+        Ok(())
+    }
+
+    async fn commit_all(
+        &mut self,
+        consumer: &StreamConsumer<FoldContext>,
+    ) -> Result<(), PipelineError> {
+        let ps: Vec<i32> = self.tasks.keys().copied().collect();
+        for p in ps {
+            self.commit(consumer, p).await?;
+        }
+        Ok(())
+    }
+
+    /// One atomic sled write for the partition, then the outbox drain, then the group offset.
+    async fn commit(
+        &mut self,
+        consumer: &StreamConsumer<FoldContext>,
+        p: i32,
+    ) -> Result<(), PipelineError> {
+        let Some(task) = self.tasks.get_mut(&p) else {
+            return Ok(());
+        };
+        if task.records > 0 {
+            let started = Instant::now();
+            let commit = task.take_commit();
+            let store = task.store.clone();
+            let commit = tokio::task::spawn_blocking(move || store.commit(&commit).map(|_| commit))
+                .await
+                .expect("commit task")?;
+            task.unacked.extend(commit.outbox);
+            task.committed_clock.store(task.clock, Ordering::Relaxed);
+            telemetry::fold_committed(p, task.records, started.elapsed().as_secs_f64(), task.clock);
+            task.records = 0;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(
+                &self.config.topics.canonical,
+                p,
+                Offset::Offset(task.next_offset),
+            )?;
+            // For lag monitoring only; sled's checkpoint is the truth.
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                tracing::warn!(partition = p, error = %e, "group offset commit failed");
+            }
+        }
+        if !task.unacked.is_empty() {
+            let unacked = std::mem::take(&mut task.unacked);
+            telemetry::outbox_depth(unacked.len());
+            let mut out = Outstanding::default();
+            for (_, r) in &unacked {
+                let hdrs = headers(&r.headers);
+                let rec = FutureRecord::to(&r.topic)
+                    .key(r.key.as_str())
+                    .payload(r.value.as_slice())
+                    .headers(hdrs);
+                out.send(&self.producer, rec).await?;
+            }
+            out.wait().await?;
+            task.store.ack_outbox(unacked.iter().map(|(seq, _)| *seq))?;
+            telemetry::outbox_depth(0);
+        }
+        Ok(())
+    }
+}
+
+impl PartitionTask {
+    fn load(store: PartitionStore) -> Result<Self, PipelineError> {
+        let checkpoint = store.checkpoint()?.unwrap_or_default();
+        let mut customers = HashMap::new();
+        let mut timers = BTreeSet::new();
+        for entry in store.customers() {
+            let (id, state) = entry?;
+            if let Some(t) = state.next_timer {
+                timers.insert((t, id.clone()));
+            }
+            telemetry::customers_in_stage(state.announced.stage.as_str(), 1.0);
+            customers.insert(id, state);
+        }
+        let mut order: Vec<(Millis, u128)> = store
+            .dedupe_entries()?
+            .into_iter()
+            .map(|(k, t)| (t, k))
+            .collect();
+        order.sort_unstable();
+        let unacked = store.outbox()?;
+        let next_outbox_seq = unacked.last().map_or(0, |(s, _)| s + 1);
+        Ok(PartitionTask {
+            customers,
+            timers,
+            dedupe: order.iter().map(|(t, k)| (*k, *t)).collect(),
+            dedupe_order: order.into(),
+            clock: checkpoint.clock,
+            next_offset: checkpoint.next_offset,
+            committed_clock: Arc::new(AtomicI64::new(checkpoint.clock)),
+            dirty: HashSet::new(),
+            erased: HashSet::new(),
+            dedupe_changes: Vec::new(),
+            outbox: Vec::new(),
+            records: 0,
+            alert_index: 0,
+            next_outbox_seq,
+            unacked,
+            store,
+        })
+    }
+
+    fn forget_stage_counts(&self) {
+        for s in self.customers.values() {
+            telemetry::customers_in_stage(s.announced.stage.as_str(), -1.0);
+        }
+    }
+
+    /// Moves the clock to `time` if later, firing every timer it passes, in (due, customer)
+    /// order so replay fires them identically.
+    fn advance_clock(&mut self, time: Millis, offset: i64, config: &Config) {
+        if time <= self.clock {
+            return;
+        }
+        self.clock = time;
+        while let Some((due, id)) = self.timers.first().cloned() {
+            if due > self.clock {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(state) = self.customers.get_mut(&id) else {
+                continue;
+            };
+            if state.next_timer != Some(due) {
+                continue;
+            }
+            telemetry::fold_timer_fired();
+            let decision = decide(state, &id, Input::Timer, due, &config.scoring);
+            if let Some(t) = decision.next_timer {
+                self.timers.insert((t, id.clone()));
+            }
+            self.dirty.insert(id);
+            for alert in decision.alerts {
+                self.emit(alert, offset, config);
+            }
+        }
+        self.evict_dedupe(config);
+    }
+
+    fn evict_dedupe(&mut self, config: &Config) {
+        let horizon = self.clock - config.fold.dedupe_window_days * DAY;
+        while let Some(&(t, k)) = self.dedupe_order.front() {
+            if t >= horizon {
+                break;
+            }
+            self.dedupe_order.pop_front();
+            self.dedupe.remove(&k);
+            self.dedupe_changes.push((k, None));
+        }
+    }
+
+    fn apply(&mut self, event: &pulse_core::Event, offset: i64, config: &Config) {
+        if config.fold.dedupe_window_days > 0 {
+            let key = event_key(&event.event_id);
+            if self.dedupe.contains_key(&key) {
+                telemetry::fold_duplicate();
+                return;
+            }
+            self.dedupe.insert(key, self.clock);
+            self.dedupe_order.push_back((self.clock, key));
+            self.dedupe_changes.push((key, Some(self.clock)));
+        }
+        telemetry::fold_event(event.body.kind_name());
+        let id = &event.customer_id;
+        if event.body == Body::Erased {
+            if let Some(state) = self.customers.remove(id) {
+                telemetry::customers_in_stage(state.announced.stage.as_str(), -1.0);
+                if let Some(t) = state.next_timer {
+                    self.timers.remove(&(t, id.clone()));
+                }
+            }
+            self.dirty.remove(id);
+            self.erased.insert(id.clone());
+            return;
+        }
+        self.erased.remove(id);
+        let state = self.customers.entry(id.clone()).or_insert_with(|| {
+            telemetry::customers_in_stage(Stage::Prospect.as_str(), 1.0);
+            CustomerState::default()
+        });
+        let old_timer = state.next_timer;
+        let decision = decide(state, id, Input::Event(event), self.clock, &config.scoring);
+        if old_timer != decision.next_timer {
+            if let Some(t) = old_timer {
+                self.timers.remove(&(t, id.clone()));
+            }
+            if let Some(t) = decision.next_timer {
+                self.timers.insert((t, id.clone()));
+            }
+        }
+        self.dirty.insert(id.clone());
+        for alert in decision.alerts {
+            self.emit(alert, offset, config);
+        }
+    }
+
+    fn emit(&mut self, alert: Alert, offset: i64, config: &Config) {
+        let id = alert.id(offset, self.alert_index);
+        self.alert_index += 1;
+        if alert.kind == AlertKind::LifecycleStageChanged {
+            telemetry::customers_in_stage(stage_name(&alert.from), -1.0);
+            telemetry::customers_in_stage(stage_name(&alert.to), 1.0);
+        }
+        telemetry::alert(alert.kind.as_str());
+        let wire = alert_to_wire(&alert, &id);
+        let encoding = config.encoding.alerts;
+        let topic = match alert.kind {
+            AlertKind::ChurnWarning => &config.topics.churn_warnings,
+            AlertKind::SegmentChanged => &config.topics.segment_changes,
+            AlertKind::LifecycleStageChanged => &config.topics.lifecycle_changes,
+        };
+        let headers = alert_headers(&wire, "pulse", encoding)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        self.outbox_push(OutboxRecord {
+            topic: topic.clone(),
+            key: alert.customer_id.clone(),
+            value: encode_alert(&wire, encoding),
+            headers,
+        });
+    }
+
+    fn outbox_push(&mut self, record: OutboxRecord) {
+        self.outbox.push((self.next_outbox_seq, record));
+        self.next_outbox_seq += 1;
+    }
+
+    fn take_commit(&mut self) -> Commit {
+        let mut customers: Vec<(String, Option<CustomerState>)> = self
+            .dirty
+            .drain()
+            .filter_map(|id| self.customers.get(&id).map(|s| (id, Some(s.clone()))))
+            .collect();
+        customers.extend(self.erased.drain().map(|id| (id, None)));
+        Commit {
+            checkpoint: Checkpoint {
+                next_offset: self.next_offset,
+                clock: self.clock,
+            },
+            customers,
+            dedupe: std::mem::take(&mut self.dedupe_changes),
+            outbox: std::mem::take(&mut self.outbox),
+        }
+    }
+}
+
+/// Stage names come from the core's own enum; map back to the static name for the label.
+fn stage_name(s: &str) -> &'static str {
+    Stage::ALL
+        .iter()
+        .find(|st| st.as_str() == s)
+        .map_or("unknown", |st| st.as_str())
+}

@@ -1,0 +1,185 @@
+//! Kafka plumbing shared by ingest and fold: client configs, the murmur2 partitioner (the Java
+//! client's, so every producer of the canonical log agrees), and headers.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+
+use crate::config::Config;
+
+/// Client config: brokers, then pulse's `defaults`, then the user's pass-through librdkafka
+/// properties, which win (validation refuses the few keys pulse must own).
+fn build(config: &Config, defaults: &[(&str, String)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.kafka.bootstrap_servers);
+    for (k, v) in defaults {
+        c.set(*k, v);
+    }
+    for (k, v) in &config.kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+pub fn client_config(config: &Config) -> ClientConfig {
+    build(config, &[])
+}
+
+/// Producer settings: murmur2 keyed partitioning (Java-compatible), idempotence off by default
+/// because GUIDE §5 measured acknowledged-message loss with idempotence on one broker; alert
+/// duplicates are absorbed downstream by the deterministic alert_id.
+pub fn producer_config(config: &Config) -> ClientConfig {
+    build(
+        config,
+        &[
+            ("partitioner", "murmur2_random".into()),
+            ("linger.ms", "5".into()),
+            ("message.timeout.ms", "30000".into()),
+        ],
+    )
+}
+
+pub fn consumer_config(config: &Config, group_suffix: &str) -> ClientConfig {
+    build(
+        config,
+        &[
+            (
+                "group.id",
+                format!("{}-{group_suffix}", config.kafka.group_id),
+            ),
+            ("enable.auto.commit", "false".into()),
+            ("enable.auto.offset.store", "false".into()),
+            ("auto.offset.reset", "earliest".into()),
+            ("isolation.level", "read_committed".into()),
+            ("session.timeout.ms", "6000".into()),
+            ("heartbeat.interval.ms", "1000".into()),
+            ("partition.assignment.strategy", "cooperative-sticky".into()),
+        ],
+    )
+}
+
+/// Partition of a key under the Java client's default partitioner (murmur2, positive, modulo).
+pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
+    ((murmur2(key) & 0x7fff_ffff) % partitions as u32) as i32
+}
+
+/// Kafka's murmur2 (seed 0x9747b28c), as in `org.apache.kafka.common.utils.Utils.murmur2`.
+pub fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+pub fn headers(pairs: &[(impl AsRef<str>, impl AsRef<str>)]) -> OwnedHeaders {
+    pairs.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+        h.insert(Header {
+            key: k.as_ref(),
+            value: Some(v.as_ref()),
+        })
+    })
+}
+
+/// The value of a header as text, if present and UTF-8.
+pub fn header<'a>(
+    headers: Option<&'a rdkafka::message::BorrowedHeaders>,
+    key: &str,
+) -> Option<&'a str> {
+    let h = headers?;
+    h.iter()
+        .find(|h| h.key.eq_ignore_ascii_case(key))
+        .and_then(|h| std::str::from_utf8(h.value?).ok())
+}
+
+/// Number of partitions of a topic, from broker metadata.
+pub fn partition_count(config: &Config, topic: &str) -> Result<i32, KafkaError> {
+    let consumer: BaseConsumer = client_config(config).create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let t = md.topics().first().ok_or(KafkaError::MetadataFetch(
+        rdkafka::types::RDKafkaErrorCode::UnknownTopic,
+    ))?;
+    if let Some(e) = t.error() {
+        return Err(KafkaError::MetadataFetch(e.into()));
+    }
+    Ok(t.partitions().len() as i32)
+}
+
+/// Creates one topic (admin API); an existing one is left as it is.
+pub async fn create_topic(config: &Config, name: &str, partitions: i32) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(config).create()?;
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    match admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await?
+        .remove(0)
+    {
+        Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => Ok(()),
+        Err((_, code)) => Err(KafkaError::AdminOp(code)),
+    }
+}
+
+/// Creates pulse's topics where the broker supports the admin API (not the mock cluster, whose
+/// topics are created through its own handle). Existing topics are left as they are.
+pub async fn create_topics(config: &Config, partitions: i32) -> Result<(), KafkaError> {
+    let t = &config.topics;
+    for name in [
+        &t.orders,
+        &t.clickstream,
+        &t.support,
+        &t.canonical,
+        &t.dead_letters,
+        &t.churn_warnings,
+        &t.segment_changes,
+        &t.lifecycle_changes,
+    ] {
+        create_topic(config, name, partitions).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        // Reference values from Kafka's UtilsTest.testMurmur2.
+        assert_eq!(murmur2(b"21") as i32, -973932308);
+        assert_eq!(murmur2(b"foobar") as i32, -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
+            -58897971
+        );
+        assert_eq!(murmur2(b"abc") as i32, 479470107);
+    }
+}

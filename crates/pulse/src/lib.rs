@@ -1,0 +1,187 @@
+//! pulse: the service. Config, the Kafka ingest and fold pipelines, the HTTP surface, the demo,
+//! the simulator and the benchmarks. It owns all I/O; every rule lives in pulse-core.
+//!
+//! [`run`] is the whole service, started by `pulse run` and by the end-to-end tests alike.
+
+pub mod bench;
+pub mod config;
+pub mod demo;
+pub mod fold;
+pub mod http;
+pub mod ingest;
+pub mod kafka;
+pub mod producer;
+pub mod simulate;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{oneshot, watch};
+
+pub use config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("kafka")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("state store")]
+    Store(#[from] pulse_store::StoreError),
+    #[error("cannot create state directory {0}")]
+    StateDir(PathBuf, #[source] std::io::Error),
+    #[error("rebalance: {0}")]
+    Rebalance(String),
+    #[error("producer dropped a delivery")]
+    ProducerGone,
+    #[error("http listener")]
+    Http(#[source] std::io::Error),
+}
+
+/// Liveness of the pipelines, for /readyz.
+#[derive(Default)]
+pub struct Status {
+    ingest_running: AtomicBool,
+    fold_running: AtomicBool,
+    failed: Mutex<Option<String>>,
+    ingest_enabled: AtomicBool,
+    fold_enabled: AtomicBool,
+}
+
+impl Status {
+    pub fn readiness(&self) -> (bool, String) {
+        if let Some(why) = self.failed.lock().expect("lock").clone() {
+            return (false, format!("failed: {why}"));
+        }
+        let ingest = !self.ingest_enabled.load(Ordering::Relaxed)
+            || self.ingest_running.load(Ordering::Relaxed);
+        let fold =
+            !self.fold_enabled.load(Ordering::Relaxed) || self.fold_running.load(Ordering::Relaxed);
+        match (ingest, fold) {
+            (true, true) => (true, "ready".into()),
+            (false, _) => (false, "ingest not running".into()),
+            (_, false) => (false, "fold not running".into()),
+        }
+    }
+}
+
+/// A running service: its HTTP address and the handle to stop it.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub shared: Arc<fold::Shared>,
+    pub status: Arc<Status>,
+    shutdown: watch::Sender<bool>,
+    done: oneshot::Receiver<Result<(), PipelineError>>,
+}
+
+impl Running {
+    /// Asks the pipelines to finish their batch, commit and stop; waits for them.
+    pub async fn stop(self) -> Result<(), PipelineError> {
+        let _ = self.shutdown.send(true);
+        self.done.await.unwrap_or(Ok(()))
+    }
+
+    /// Resolves when a pipeline stops by itself (an error), without stopping the others.
+    pub async fn failed(&mut self) -> Result<(), PipelineError> {
+        (&mut self.done).await.unwrap_or(Ok(()))
+    }
+}
+
+/// Starts the enabled pipelines and the HTTP server. Returns once the HTTP port is bound.
+pub async fn start(config: Config) -> Result<Running, PipelineError> {
+    let config = Arc::new(config);
+    let prometheus = telemetry::prometheus();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let status = Arc::new(Status::default());
+    status
+        .ingest_enabled
+        .store(config.ingest.enabled, Ordering::Relaxed);
+    status
+        .fold_enabled
+        .store(config.fold.enabled, Ordering::Relaxed);
+    let shared = Arc::new(fold::Shared::default());
+    let listener = http::bind(config.http.addr)
+        .await
+        .map_err(PipelineError::Http)?;
+    let http_addr = listener.local_addr().map_err(PipelineError::Http)?;
+    let http_state = Arc::new(http::HttpState {
+        status: status.clone(),
+        shared: shared.clone(),
+        scoring: config.scoring.clone(),
+        prometheus,
+    });
+    tokio::spawn(http::serve(listener, http_state, shutdown_rx.clone()));
+
+    let mut pipelines = tokio::task::JoinSet::new();
+    if config.ingest.enabled {
+        let (c, s, st) = (config.clone(), shutdown_rx.clone(), status.clone());
+        pipelines.spawn(async move {
+            st.ingest_running.store(true, Ordering::Relaxed);
+            let r = ingest::run(c, s).await;
+            st.ingest_running.store(false, Ordering::Relaxed);
+            r
+        });
+    }
+    if config.fold.enabled {
+        let (c, s, st, sh) = (
+            config.clone(),
+            shutdown_rx.clone(),
+            status.clone(),
+            shared.clone(),
+        );
+        pipelines.spawn(async move {
+            st.fold_running.store(true, Ordering::Relaxed);
+            let r = fold::run(c, s, sh).await;
+            st.fold_running.store(false, Ordering::Relaxed);
+            r
+        });
+    }
+    let (done_tx, done_rx) = oneshot::channel();
+    let (stop_all, st) = (shutdown_tx.clone(), status.clone());
+    tokio::spawn(async move {
+        let mut result = Ok(());
+        while let Some(joined) = pipelines.join_next().await {
+            let r = joined.unwrap_or_else(|e| {
+                Err(PipelineError::Rebalance(format!(
+                    "pipeline task panicked: {e}"
+                )))
+            });
+            if let Err(e) = r {
+                tracing::error!(error = %error_chain(&e), "pipeline failed; stopping the service");
+                *st.failed.lock().expect("lock") = Some(error_chain(&e));
+                let _ = stop_all.send(true);
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        let _ = done_tx.send(result);
+    });
+    Ok(Running {
+        http_addr,
+        shared,
+        status,
+        shutdown: shutdown_tx,
+        done: done_rx,
+    })
+}
+
+/// `error: cause: cause` on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(c) = source {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        source = c.source();
+    }
+    s
+}
+
+/// The wall clock, for wall-clock ticks and the demo only: fold never reads it.
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
