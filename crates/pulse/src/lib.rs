@@ -73,6 +73,7 @@ pub struct Running {
     pub status: Arc<Status>,
     shutdown: watch::Sender<bool>,
     done: oneshot::Receiver<Result<(), PipelineError>>,
+    abort: tokio::task::AbortHandle,
 }
 
 impl Running {
@@ -80,6 +81,13 @@ impl Running {
     pub async fn stop(self) -> Result<(), PipelineError> {
         let _ = self.shutdown.send(true);
         self.done.await.unwrap_or(Ok(()))
+    }
+
+    /// Kills the pipelines where they stand: no final commit, no outbox drain (a crash, as far
+    /// as a process can simulate one in itself). Waits until their state is released.
+    pub async fn abort(self) {
+        self.abort.abort();
+        let _ = self.done.await;
     }
 
     /// Resolves when a pipeline stops by itself (an error), without stopping the others.
@@ -139,7 +147,8 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
     }
     let (done_tx, done_rx) = oneshot::channel();
     let (stop_all, st) = (shutdown_tx.clone(), status.clone());
-    tokio::spawn(async move {
+    // Owns the pipelines: aborting it drops (and so aborts) every pipeline task.
+    let supervisor = tokio::spawn(async move {
         let mut result = Ok(());
         while let Some(joined) = pipelines.join_next().await {
             let r = joined.unwrap_or_else(|e| {
@@ -158,12 +167,14 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
         }
         let _ = done_tx.send(result);
     });
+    let abort = supervisor.abort_handle();
     Ok(Running {
         http_addr,
         shared,
         status,
         shutdown: shutdown_tx,
         done: done_rx,
+        abort,
     })
 }
 

@@ -1,0 +1,341 @@
+//! Test harness for pulse's end-to-end tests: real Kafka-protocol brokers (librdkafka's
+//! in-process mock cluster, and the tansu broker as a separate process), producing and
+//! consuming helpers, and a minimal real HTTP client. No mocks of pulse's own I/O.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use pulse::Config;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+/// A real Kafka-protocol broker for one test.
+pub enum Broker {
+    /// librdkafka's in-process mock cluster: fast, no install.
+    Mock(MockCluster<'static, DefaultProducerContext>),
+    /// The tansu broker binary (installed by scripts/install-tansu.sh), in-memory storage.
+    Tansu { child: Child, addr: String },
+}
+
+impl Broker {
+    pub fn mock() -> Broker {
+        Broker::Mock(MockCluster::new(1).expect("mock cluster"))
+    }
+
+    /// Starts tansu on a free loopback port. Fails (never skips) when it is not installed.
+    pub fn tansu() -> anyhow::Result<Broker> {
+        let bin = tansu_bin();
+        if !bin.exists() {
+            bail!(
+                "tansu not installed at {}: run scripts/install-tansu.sh (scripts/test.sh does)",
+                bin.display()
+            );
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/", "--silent"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("start {}", bin.display()))?;
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(&addr).is_err() {
+            if Instant::now() > deadline {
+                bail!("tansu did not listen on {addr}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Broker::Tansu { child, addr })
+    }
+
+    pub fn bootstrap(&self) -> String {
+        match self {
+            Broker::Mock(m) => m.bootstrap_servers(),
+            Broker::Tansu { addr, .. } => addr.clone(),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Broker::Mock(_) => "mock",
+            Broker::Tansu { .. } => "tansu",
+        }
+    }
+
+    /// Creates `topics` with `partitions` partitions each.
+    pub async fn create_topics(
+        &self,
+        config: &Config,
+        topics: &[&str],
+        partitions: i32,
+    ) -> anyhow::Result<()> {
+        for t in topics {
+            match self {
+                Broker::Mock(m) => m.create_topic(t, partitions, 1)?,
+                Broker::Tansu { .. } => pulse::kafka::create_topic(config, t, partitions).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates every topic named in `config`: the canonical log with `canonical_partitions`,
+    /// the rest with 2.
+    pub async fn create_all(
+        &self,
+        config: &Config,
+        canonical_partitions: i32,
+    ) -> anyhow::Result<()> {
+        let t = &config.topics;
+        self.create_topics(config, &[&t.canonical], canonical_partitions)
+            .await?;
+        self.create_topics(
+            config,
+            &[
+                &t.orders,
+                &t.clickstream,
+                &t.support,
+                &t.dead_letters,
+                &t.churn_warnings,
+                &t.segment_changes,
+                &t.lifecycle_changes,
+            ],
+            2,
+        )
+        .await
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Broker::Tansu { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+pub fn tansu_bin() -> PathBuf {
+    std::env::var_os("PULSE_TANSU")
+        .map_or_else(|| repo_root().join(".tools/tansu/tansu"), PathBuf::from)
+}
+
+/// A service config for a test: the broker, a state dir, a fresh group, quick commits and
+/// ticks, an ephemeral HTTP port; `extra` (TOML) on top.
+pub fn config(broker: &Broker, state_dir: &Path, group: &str, extra: &str) -> Config {
+    Config::with_overrides(&format!(
+        "[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{group}\"\n\
+         [ingest]\ntick_interval_ms = 100\nbatch_max_ms = 20\n\
+         [fold]\nstate_dir = \"{}\"\ncommit_interval_ms = 100\n\
+         [http]\naddr = \"127.0.0.1:0\"\n{extra}",
+        broker.bootstrap(),
+        state_dir.display()
+    ))
+    .expect("test config")
+}
+
+/// One produced or consumed record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rec {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub value: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+pub fn producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+/// Produces and waits for the acknowledgement; returns (partition, offset).
+pub async fn produce(
+    p: &FutureProducer,
+    topic: &str,
+    key: Option<&str>,
+    value: &[u8],
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(i32, i64)> {
+    let hdrs = headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+        h.insert(Header {
+            key: k,
+            value: Some(*v),
+        })
+    });
+    let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).payload(value).headers(hdrs);
+    if let Some(k) = key {
+        rec = rec.key(k);
+    }
+    let delivery = p
+        .send(rec, Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| e)?;
+    Ok((delivery.partition, delivery.offset))
+}
+
+/// Reads `topics` from the beginning until `done` holds for what was read, or `timeout`.
+pub fn consume_until(
+    bootstrap: &str,
+    topics: &[&str],
+    timeout: Duration,
+    done: impl Fn(&[Rec]) -> bool,
+) -> anyhow::Result<Vec<Rec>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("reader-{}", pulse::wall_clock_ms()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .create()?;
+    consumer.subscribe(topics)?;
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while !done(&out) {
+        if Instant::now() > deadline {
+            bail!(
+                "timed out after {timeout:?} with {} records from {topics:?}",
+                out.len()
+            );
+        }
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m?;
+            out.push(Rec {
+                topic: m.topic().to_string(),
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                value: m.payload().unwrap_or_default().to_vec(),
+                headers: m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_string(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Reads `topics` until nothing new arrives for `quiet` after the first record.
+pub fn consume_all(bootstrap: &str, topics: &[&str], quiet: Duration) -> anyhow::Result<Vec<Rec>> {
+    let last = std::cell::Cell::new((0usize, Instant::now()));
+    consume_until(bootstrap, topics, Duration::from_secs(120), |recs| {
+        let (n, at) = last.get();
+        if recs.len() != n {
+            last.set((recs.len(), Instant::now()));
+            false
+        } else {
+            n > 0 && at.elapsed() > quiet
+        }
+    })
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub async fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// GET over a real TCP connection; returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").context("no header end")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .context("no status")?
+        .parse()?;
+    Ok((status, body.to_string()))
+}
+
+/// The state of every customer in the partition stores under `state_dir` (opened read-only
+/// after the service stopped), keyed by customer id, plus each partition's checkpoint.
+pub fn read_state(
+    state_dir: &Path,
+) -> anyhow::Result<(
+    BTreeMap<String, pulse_core::CustomerState>,
+    BTreeMap<String, pulse_store::Checkpoint>,
+)> {
+    let mut customers = BTreeMap::new();
+    let mut checkpoints = BTreeMap::new();
+    for entry in std::fs::read_dir(state_dir)? {
+        let path = entry?.path();
+        let store = pulse_store::PartitionStore::open(&path, false)?;
+        for c in store.customers() {
+            let (id, s) = c?;
+            customers.insert(id, s);
+        }
+        if let Some(cp) = store.checkpoint()? {
+            checkpoints.insert(
+                path.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                cp,
+            );
+        }
+    }
+    Ok((customers, checkpoints))
+}
+
+/// Day `d` of the tests' calendar (2025-01-01 + d days) in epoch milliseconds.
+pub fn day(d: i64) -> i64 {
+    1_735_689_600_000 + d * pulse_core::DAY
+}

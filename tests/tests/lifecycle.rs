@@ -1,0 +1,188 @@
+//! (a) A customer's fate, controlled by the test: weekly orders, then silence. at_risk and
+//! churned must fire at the configured thresholds, from ticks alone (their partition of the
+//! canonical log receives no event after the last order), on both brokers.
+
+use std::time::Duration;
+
+use pulse_e2e::{
+    config, consume_all, consume_until, day, http_get, produce, producer, wait_for, Broker,
+};
+
+async fn weekly_buyer_goes_silent(broker: Broker) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg = config(&broker, dir.path(), "lifecycle", "");
+    broker.create_all(&cfg, 2).await?;
+    let running = pulse::start(cfg.clone()).await?;
+    let p = producer(&broker.bootstrap());
+
+    let buyer = "c-weekly";
+    let buyer_partition = pulse::kafka::partition_for(buyer.as_bytes(), 2);
+    // A second customer on the other partition moves ingest's watermark; the buyer's partition
+    // then only sees ticks.
+    let driver = (0..)
+        .map(|i| format!("c-driver-{i}"))
+        .find(|c| pulse::kafka::partition_for(c.as_bytes(), 2) != buyer_partition)
+        .expect("a key on the other partition");
+
+    for week in 0..6 {
+        let order = format!(
+            r#"{{"event_id":"o-{week}","customer_id":"{buyer}","occurred_at":{},"type":"order_placed","order_id":"o{week}","amount":"30.00","currency":"EUR"}}"#,
+            day(week * 7)
+        );
+        produce(&p, &cfg.topics.orders, Some(buyer), order.as_bytes(), &[]).await?;
+    }
+    // Let the orders be folded before time moves on, so none of them arrives late.
+    let addr = running.http_addr;
+    wait_for(
+        "the six orders to be folded",
+        Duration::from_secs(60),
+        || {
+            http_get(addr, &format!("/v1/customers/{buyer}"))
+                .is_ok_and(|(code, body)| code == 200 && body.contains(r#""count":6"#))
+        },
+    )
+    .await?;
+    for d in 36..=240 {
+        let view = format!(
+            r#"{{"event_id":"v-{d}","customer_id":"{driver}","occurred_at":{},"type":"page_view"}}"#,
+            day(d)
+        );
+        produce(
+            &p,
+            &cfg.topics.clickstream,
+            Some(&driver),
+            view.as_bytes(),
+            &[],
+        )
+        .await?;
+    }
+
+    let lifecycle = consume_until(
+        &broker.bootstrap(),
+        &[&cfg.topics.lifecycle_changes, &cfg.topics.churn_warnings],
+        Duration::from_secs(60),
+        |recs| {
+            let mine = |topic: &str, text: &str| {
+                recs.iter().any(|r| {
+                    r.topic == topic
+                        && r.key.as_deref() == Some(buyer)
+                        && String::from_utf8_lossy(&r.value).contains(text)
+                })
+            };
+            mine(&cfg.topics.lifecycle_changes, r#""to":"churned""#)
+                && mine(&cfg.topics.churn_warnings, r#""to":"at_risk""#)
+        },
+    )?;
+    let mine: Vec<serde_json::Value> = lifecycle
+        .iter()
+        .filter(|r| r.key.as_deref() == Some(buyer))
+        .map(|r| serde_json::from_slice(&r.value).expect("alert json"))
+        .collect();
+    let transitions: Vec<(String, String, String, String)> = mine
+        .iter()
+        .map(|a| {
+            let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+            (s("type"), s("from"), s("to"), s("occurred_at"))
+        })
+        .collect();
+    let at = |d: i64| pulse_codec::time::format_rfc3339(day(d));
+    let expected = [
+        ("lifecycle_stage_changed", "prospect", "new", at(0)),
+        ("lifecycle_stage_changed", "new", "loyal", at(30)),
+        ("churn_warning", "loyal", "at_risk", at(35 + 45)),
+        ("lifecycle_stage_changed", "loyal", "at_risk", at(35 + 45)),
+        (
+            "lifecycle_stage_changed",
+            "at_risk",
+            "churned",
+            at(35 + 180),
+        ),
+    ];
+    for (kind, from, to, when) in &expected {
+        assert!(
+            transitions
+                .iter()
+                .any(|t| (t.0.as_str(), t.1.as_str(), t.2.as_str(), &t.3)
+                    == (*kind, *from, *to, when)),
+            "[{}] missing {kind} {from}->{to} at {when}; got {transitions:#?}",
+            broker.name()
+        );
+    }
+    for a in &mine {
+        assert!(
+            !a["reasons"].as_array().expect("reasons").is_empty(),
+            "every alert has a reason: {a}"
+        );
+        assert_eq!(a["alert_id"].as_str().map(str::len), Some(32));
+    }
+    // Churn warnings carry the CloudEvents binary-mode headers.
+    let warning = lifecycle
+        .iter()
+        .find(|r| r.topic == cfg.topics.churn_warnings && r.key.as_deref() == Some(buyer))
+        .expect("churn warning");
+    assert_eq!(
+        warning.headers.get("ce_specversion").map(String::as_str),
+        Some("1.0")
+    );
+    assert_eq!(
+        warning.headers.get("ce_type").map(String::as_str),
+        Some("pulse.churn_warning")
+    );
+    assert_eq!(
+        warning.headers.get("content-type").map(String::as_str),
+        Some("application/json")
+    );
+
+    // After the last order, the buyer's canonical partition holds ticks only.
+    let canonical = consume_all(
+        &broker.bootstrap(),
+        &[&cfg.topics.canonical],
+        Duration::from_secs(2),
+    )?;
+    let last_order = canonical
+        .iter()
+        .filter(|r| r.partition == buyer_partition && r.key.as_deref() == Some(buyer))
+        .map(|r| r.offset)
+        .max()
+        .expect("orders in the canonical log");
+    let later: Vec<_> = canonical
+        .iter()
+        .filter(|r| r.partition == buyer_partition && r.offset > last_order)
+        .collect();
+    assert!(!later.is_empty(), "ticks after the last order");
+    assert!(
+        later
+            .iter()
+            .all(|r| String::from_utf8_lossy(&r.value).contains(r#""tick""#)),
+        "only ticks after the last order"
+    );
+
+    // The profile API agrees.
+    let (code, body) = http_get(addr, &format!("/v1/customers/{buyer}"))?;
+    assert_eq!(code, 200, "{body}");
+    let profile: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(profile["stage"], "churned", "{profile}");
+    let (code, body) = http_get(addr, &format!("/v1/customers/{buyer}?at={}", day(40)))?;
+    assert_eq!(code, 200);
+    assert!(body.contains(r#""stage":"loyal""#), "{body}");
+    assert_eq!(http_get(addr, "/v1/customers/nobody")?.0, 404);
+    assert_eq!(http_get(addr, "/readyz")?.0, 200);
+    let (_, metrics) = http_get(addr, "/metrics")?;
+    assert!(
+        metrics.contains("pulse_fold_timers_fired_total"),
+        "{metrics}"
+    );
+
+    running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weekly_buyer_goes_silent_mock() -> anyhow::Result<()> {
+    weekly_buyer_goes_silent(Broker::mock()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weekly_buyer_goes_silent_tansu() -> anyhow::Result<()> {
+    weekly_buyer_goes_silent(Broker::tansu()?).await
+}
