@@ -10,6 +10,7 @@ pub mod config;
 pub mod engine;
 pub mod event;
 pub mod hash;
+pub mod models;
 pub mod state;
 
 pub use alert::{Alert, AlertKind, Reason, Score};

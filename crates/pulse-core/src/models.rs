@@ -622,7 +622,7 @@ impl BgNbd {
         positive_finite(&[self.r, self.alpha, self.a, self.b])
     }
 
-    /// P(alive at `age` | x, t_x, age) = 1 / (1 + [x>0] a/(b+x-1) ((alpha+T)/(alpha+t_x))^(r+x))
+    /// `P(alive | x, t_x, T) = 1 / (1 + [x>0] a/(b+x-1) ((α+T)/(α+t_x))^(r+x))`
     /// (Fader, Hardie & Lee 2008). Exactly 1 for `x == 0`: in the BG/NBD a customer
     /// can only drop out right after a repeat purchase.
     pub fn p_alive(&self, x: f64, t_x: f64, age: f64) -> f64 {
@@ -637,9 +637,10 @@ impl BgNbd {
         inverse_one_plus_exp(log_odds)
     }
 
-    /// E[Y(horizon) | x, t_x, age] (Fader, Hardie & Lee 2005):
-    /// `(a+b+x-1)/(a-1) [1 - ((α+T)/(α+T+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; t/(α+T+t))]`
-    /// divided by `1 + [x>0] a/(b+x-1) ((α+T)/(α+t_x))^(r+x)`, i.e. times P(alive).
+    /// Expected purchases in `(T, T + t]`, `t = horizon`, `T = age` (Fader, Hardie & Lee
+    /// 2005): `E[Y(t) | x, t_x, T] = (a+b+x-1)/(a-1) [1 - ((α+T)/(α+T+t))^(r+x)
+    /// 2F1(r+x, b+x; a+b+x-1; t/(α+T+t))]` times P(alive). Evaluated through an equivalent
+    /// Euler-transformed 2F1 that stays finite at `a = 1`.
     pub fn expected_purchases(&self, x: f64, t_x: f64, age: f64, horizon: f64) -> f64 {
         if !horizon_is_valid(horizon) {
             return f64::NAN;
@@ -658,8 +659,9 @@ impl BgNbd {
             )
     }
 
-    /// E[X(horizon)] for a customer who just made a first purchase (Fader, Hardie & Lee 2005):
-    /// `(a+b-1)/(a-1) [1 - (α/(α+t))^r 2F1(r, b; a+b-1; t/(α+t))]`.
+    /// Expected repeat purchases in `(0, t]` of a customer who just made a first purchase
+    /// (Fader, Hardie & Lee 2005):
+    /// `E[X(t)] = (a+b-1)/(a-1) [1 - (α/(α+t))^r 2F1(r, b; a+b-1; t/(α+t))]`.
     pub fn expected_purchases_new(&self, horizon: f64) -> f64 {
         if !self.is_valid() || !horizon_is_valid(horizon) {
             return f64::NAN;
@@ -705,7 +707,7 @@ impl MbgNbd {
         positive_finite(&[self.r, self.alpha, self.a, self.b])
     }
 
-    /// P(alive | x, t_x, age) = 1 / (1 + a/(b+x) ((α+T)/(α+t_x))^(r+x)), for every `x`
+    /// `P(alive | x, t_x, T) = 1 / (1 + a/(b+x) ((α+T)/(α+t_x))^(r+x))`, for every `x`
     /// including 0 (Batislam et al. 2007; `lifetimes` `ModifiedBetaGeoFitter`).
     pub fn p_alive(&self, x: f64, t_x: f64, age: f64) -> f64 {
         if !self.is_valid() || !history_is_valid(x, t_x, age) {
@@ -717,10 +719,10 @@ impl MbgNbd {
         inverse_one_plus_exp(log_odds)
     }
 
-    /// E[Y(horizon) | x, t_x, age] =
-    /// `(a+b+x)/(a-1) [1 - ((α+T)/(α+T+t))^(r+x) 2F1(r+x, b+x+1; a+b+x; t/(α+T+t))]`
-    /// times P(alive): alive customers have `p ~ Beta(a, b+x+1)` because they survived
-    /// `x + 1` dropout draws.
+    /// Expected purchases in `(T, T + t]`, `t = horizon`, `T = age`:
+    /// `E[Y(t) | x, t_x, T] = (a+b+x)/(a-1) [1 - ((α+T)/(α+T+t))^(r+x)
+    /// 2F1(r+x, b+x+1; a+b+x; t/(α+T+t))]` times P(alive): alive customers have
+    /// `p ~ Beta(a, b+x+1)` because they survived `x + 1` dropout draws.
     pub fn expected_purchases(&self, x: f64, t_x: f64, age: f64, horizon: f64) -> f64 {
         if !horizon_is_valid(horizon) {
             return f64::NAN;
@@ -739,8 +741,9 @@ impl MbgNbd {
             )
     }
 
-    /// E[X(horizon)] for a new customer: `b/(a-1) [1 - (α/(α+t))^r 2F1(r, b+1; a+b; t/(α+t))]`
-    /// (survive the first draw with probability `b/(a+b)`, then `p ~ Beta(a, b+1)`).
+    /// Expected repeat purchases in `(0, t]` for a new customer:
+    /// `E[X(t)] = b/(a-1) [1 - (α/(α+t))^r 2F1(r, b+1; a+b; t/(α+t))]` (survive the first
+    /// draw with probability `b/(a+b)`, then `p ~ Beta(a, b+1)`).
     pub fn expected_purchases_new(&self, horizon: f64) -> f64 {
         if !self.is_valid() || !horizon_is_valid(horizon) {
             return f64::NAN;
@@ -776,7 +779,7 @@ impl ParetoNbd {
         positive_finite(&[self.r, self.alpha, self.s, self.beta])
     }
 
-    /// P(alive | x, t_x, age) = 1 / (1 + s/(r+s+x) (α+T)^(r+x) (β+T)^s A0), with
+    /// `P(alive | x, t_x, T) = 1 / (1 + s/(r+s+x) (α+T)^(r+x) (β+T)^s A0)`, with
     /// (Fader & Hardie 2005 note) for `alpha >= beta`
     /// `A0 = 2F1(r+s+x, s+1; r+s+x+1; (α-β)/(α+t_x)) / (α+t_x)^(r+s+x) - (same at T)`
     /// and for `alpha < beta` the mirror image with `2F1(r+s+x, r+x; r+s+x+1; (β-α)/(β+·))`
@@ -813,8 +816,9 @@ impl ParetoNbd {
         inverse_one_plus_exp(log_odds)
     }
 
-    /// E[Y(horizon) | x, t_x, age] =
-    /// `(r+x)(β+T) / ((α+T)(s-1)) [1 - ((β+T)/(β+T+t))^(s-1)]` times P(alive)
+    /// Expected purchases in `(T, T + t]`, `t = horizon`, `T = age`:
+    /// `E[Y(t) | x, t_x, T] = (r+x)(β+T) / ((α+T)(s-1)) [1 - ((β+T)/(β+T+t))^(s-1)]`
+    /// times P(alive)
     /// (Schmittlein et al. 1987; continuous through `s = 1`, where the bracket
     /// over `s - 1` becomes `ln((β+T+t)/(β+T))`).
     pub fn expected_purchases(&self, x: f64, t_x: f64, age: f64, horizon: f64) -> f64 {
@@ -830,7 +834,8 @@ impl ParetoNbd {
         p_alive * (r + x) / (alpha + age) * (beta + age) * one_minus_exp_over(s - 1.0, l)
     }
 
-    /// E[X(horizon)] for a new customer: `rβ/(α(s-1)) [1 - (β/(β+t))^(s-1)]`
+    /// Expected repeat purchases in `(0, t]` for a new customer:
+    /// `E[X(t)] = rβ/(α(s-1)) [1 - (β/(β+t))^(s-1)]`
     /// (Schmittlein et al. 1987).
     pub fn expected_purchases_new(&self, horizon: f64) -> f64 {
         if !self.is_valid() || !horizon_is_valid(horizon) {
@@ -874,7 +879,7 @@ impl GammaGamma {
         self.p * self.v / (self.q - 1.0)
     }
 
-    /// E[M | x, mean] = `p (v + x mean) / (p x + q - 1)` (FHL 2005, "RFM and CLV"), a
+    /// `E[M | x, mean] = p (v + x mean) / (p x + q - 1)` (FHL 2005, "RFM and CLV"), a
     /// weighted average of the population mean and the customer's observed mean, where
     /// `mean_repeat_value` averages the `frequency_x` repeat purchases only (the first
     /// purchase is excluded, matching `x`). For `frequency_x == 0` this is the population mean.
@@ -913,8 +918,9 @@ pub struct ClvSchedule {
 /// `sum_{i=1..n} [E(i L) - E((i-1) L)] * value / (1 + d)^i`, where `E(t)` is the model's
 /// conditional expected purchases in `(age, age + t]` and `value` the expected value per
 /// purchase (typically [`GammaGamma::conditional_expected_average_value`]). This is the
-/// discrete-period CLV in the style of `lifetimes`' `customer_lifetime_value`. MBG/NBD is the service's default model, but any
-/// [`ExpectedPurchases`] works.
+/// discrete-period CLV in the style of `lifetimes`' `customer_lifetime_value`. MBG/NBD is
+/// the service's default model, but any [`ExpectedPurchases`] works, including a closure
+/// `|x, t_x, age, horizon| ...`.
 pub fn discounted_clv<M: ExpectedPurchases + ?Sized>(
     model: &M,
     x: f64,
@@ -1078,6 +1084,8 @@ mod tests {
         pareto_p_alive_by_quadrature(m, x, t_x, age) * (m.r + x) / (m.alpha + age) * lifetime
     }
 
+    /// BG/NBD paper's CDNOW estimates (weeks), to the 7 digits given in the task brief;
+    /// `lifetimes`' tests quote the same values to 3 decimals.
     const CDNOW_BG: BgNbd = BgNbd {
         r: 0.2425982,
         alpha: 4.4136842,
@@ -1091,7 +1099,8 @@ mod tests {
         a: 0.891,
         b: 1.614,
     };
-    /// CDNOW Pareto/NBD estimates from Fader & Hardie's note (weeks).
+    /// CDNOW Pareto/NBD estimates (weeks) as given in the task brief for Fader & Hardie's
+    /// note; `lifetimes`' tests quote the same values to 3 decimals.
     const CDNOW_PARETO: ParetoNbd = ParetoNbd {
         r: 0.5533,
         alpha: 10.5776,

@@ -131,8 +131,15 @@ impl Config {
 
     /// The defaults with `overrides` (a TOML fragment) on top; for tests and the demo.
     pub fn with_overrides(overrides: &str) -> Result<Config, ConfigError> {
+        Config::with_layers(&[overrides])
+    }
+
+    /// The defaults with each TOML fragment merged on top in turn.
+    pub fn with_layers(layers: &[&str]) -> Result<Config, ConfigError> {
         let mut value = parse(DEFAULT_TOML, "pulse.default.toml")?;
-        merge(&mut value, parse(overrides, "overrides")?);
+        for layer in layers {
+            merge(&mut value, parse(layer, "overrides")?);
+        }
         Config::from_value(value)
     }
 

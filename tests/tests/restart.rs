@@ -1,0 +1,242 @@
+//! (c) Stop fold mid-stream — cleanly, and separately by aborting its tasks with no final
+//! commit — and restart it on the same state dir: the final state must equal that of one
+//! uninterrupted run over the same canonical log, with and without the event_id dedupe (so
+//! dedupe cannot be what hides an event applied twice). Alerts: the same set of alert_ids,
+//! and every re-sent alert byte-identical to its first copy.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use pulse::simulate::{SimConfig, Simulator};
+use pulse_e2e::{config, consume_all, produce, producer, read_state, wait_for, Broker, Rec};
+
+#[derive(Clone, Copy, Debug)]
+enum Interruption {
+    Stop,
+    Abort,
+}
+
+const PARTITIONS: i32 = 3;
+
+/// Runs ingest alone over simulated input, so both fold runs read one and the same log.
+/// Returns the end offset of each canonical partition.
+async fn build_canonical_log(broker: &Broker, dir: &Path) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let cfg = config(broker, dir, "ingest", "[fold]\nenabled = false\n");
+    broker.create_all(&cfg, PARTITIONS).await?;
+    let sim = SimConfig {
+        customers: 60,
+        duration_ms: 150 * pulse_core::DAY,
+        malformed_per_mille: 0,
+        ..SimConfig::default()
+    };
+    let p = producer(&broker.bootstrap());
+    let records: Vec<_> = Simulator::new(sim).collect();
+    let running = pulse::start(cfg.clone()).await?;
+    for r in &records {
+        produce(
+            &p,
+            pulse::demo::input_topic(&cfg, r.topic),
+            r.key.as_deref(),
+            &r.value,
+            &[],
+        )
+        .await?;
+    }
+    let n = records.len();
+    let canonical = pulse_e2e::consume_until(
+        &broker.bootstrap(),
+        &[&cfg.topics.canonical],
+        Duration::from_secs(120),
+        |recs| recs.iter().filter(|r| r.key.is_some()).count() >= n,
+    )?;
+    assert_eq!(
+        canonical.iter().filter(|r| r.key.is_some()).count(),
+        n,
+        "every input event reached the canonical log once"
+    );
+    running.stop().await?;
+    let all = consume_all(
+        &broker.bootstrap(),
+        &[&cfg.topics.canonical],
+        Duration::from_secs(2),
+    )?;
+    let mut ends = BTreeMap::new();
+    for r in &all {
+        let e = ends.entry(r.partition).or_insert(0);
+        *e = (*e).max(r.offset + 1);
+    }
+    Ok(ends)
+}
+
+/// Fold-only config writing alerts to topics prefixed by `run`.
+async fn fold_config(
+    broker: &Broker,
+    dir: &Path,
+    run: &str,
+    dedupe: bool,
+) -> anyhow::Result<pulse::Config> {
+    let window = if dedupe { 7 } else { 0 };
+    let cfg = config(
+        broker,
+        dir,
+        run,
+        &format!(
+            "[ingest]\nenabled = false\n[fold]\ndedupe_window_days = {window}\ncommit_max_events = 500\n\
+             [topics]\nchurn_warnings = \"{run}.churn\"\nsegment_changes = \"{run}.segments\"\nlifecycle_changes = \"{run}.lifecycle\"\n"
+        ),
+    );
+    let t = &cfg.topics;
+    broker
+        .create_topics(
+            &cfg,
+            &[&t.churn_warnings, &t.segment_changes, &t.lifecycle_changes],
+            2,
+        )
+        .await?;
+    Ok(cfg)
+}
+
+fn folded(running: &pulse::Running) -> i64 {
+    running
+        .shared
+        .partitions
+        .read()
+        .expect("lock")
+        .values()
+        .map(|(s, _)| s.checkpoint().ok().flatten().map_or(0, |c| c.next_offset))
+        .sum()
+}
+
+fn caught_up(running: &pulse::Running, ends: &BTreeMap<i32, i64>) -> bool {
+    let parts = running.shared.partitions.read().expect("lock");
+    ends.iter().all(|(p, end)| {
+        parts
+            .get(p)
+            .and_then(|(s, _)| s.checkpoint().ok().flatten())
+            .is_some_and(|c| c.next_offset >= *end)
+    })
+}
+
+async fn run_to_end(cfg: pulse::Config, ends: &BTreeMap<i32, i64>) -> anyhow::Result<()> {
+    let running = pulse::start(cfg).await?;
+    wait_for(
+        "fold to reach the end of the log",
+        Duration::from_secs(120),
+        || caught_up(&running, ends),
+    )
+    .await?;
+    running.stop().await?;
+    Ok(())
+}
+
+fn alerts(broker: &Broker, cfg: &pulse::Config) -> anyhow::Result<Vec<Rec>> {
+    let t = &cfg.topics;
+    consume_all(
+        &broker.bootstrap(),
+        &[&t.churn_warnings, &t.segment_changes, &t.lifecycle_changes],
+        Duration::from_secs(2),
+    )
+}
+
+async fn restart_gives_the_same_state(
+    broker: Broker,
+    dedupe: bool,
+    how: Interruption,
+) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let ends = build_canonical_log(&broker, &tmp.path().join("ingest")).await?;
+    let total: i64 = ends.values().sum();
+
+    // A: one uninterrupted run.
+    let dir_a = tmp.path().join("a");
+    let cfg_a = fold_config(&broker, &dir_a, "a", dedupe).await?;
+    run_to_end(cfg_a.clone(), &ends).await?;
+
+    // B: interrupted about halfway, then restarted on the same state dir and group.
+    let dir_b = tmp.path().join("b");
+    let cfg_b = fold_config(&broker, &dir_b, "b", dedupe).await?;
+    let running = pulse::start(cfg_b.clone()).await?;
+    wait_for(
+        "fold to pass half the log",
+        Duration::from_secs(120),
+        || folded(&running) > total / 2,
+    )
+    .await?;
+    let at = folded(&running);
+    match how {
+        Interruption::Stop => running.stop().await?,
+        Interruption::Abort => running.abort().await,
+    }
+    assert!(at < total, "interrupted before the end ({at} of {total})");
+    run_to_end(cfg_b.clone(), &ends).await?;
+
+    let (state_a, cp_a) = read_state(&dir_a)?;
+    let (state_b, cp_b) = read_state(&dir_b)?;
+    assert!(!state_a.is_empty());
+    assert_eq!(
+        cp_a,
+        cp_b,
+        "[{} {how:?} dedupe={dedupe}] checkpoints",
+        broker.name()
+    );
+    for (id, a) in &state_a {
+        assert_eq!(
+            Some(a),
+            state_b.get(id),
+            "[{} {how:?} dedupe={dedupe}] state of {id}",
+            broker.name()
+        );
+    }
+    assert_eq!(state_a.len(), state_b.len());
+
+    let by_id = |recs: &[Rec]| -> BTreeMap<String, Vec<Vec<u8>>> {
+        let mut m: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+        for r in recs {
+            m.entry(r.headers["ce_id"].clone())
+                .or_default()
+                .push(r.value.clone());
+        }
+        m
+    };
+    let (alerts_a, alerts_b) = (
+        by_id(&alerts(&broker, &cfg_a)?),
+        by_id(&alerts(&broker, &cfg_b)?),
+    );
+    assert!(!alerts_a.is_empty());
+    assert_eq!(
+        alerts_a.keys().collect::<Vec<_>>(),
+        alerts_b.keys().collect::<Vec<_>>(),
+        "same alert ids"
+    );
+    let mut duplicates = 0;
+    for (id, copies) in &alerts_b {
+        duplicates += copies.len() - 1;
+        assert!(
+            copies.iter().all(|c| c == &alerts_a[id][0]),
+            "alert {id} re-sent with different bytes"
+        );
+    }
+    eprintln!("[{} {how:?} dedupe={dedupe}] {} alerts, {duplicates} re-sent duplicates, interrupted at {at}/{total}", broker.name(), alerts_a.len());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_restart_mock() -> anyhow::Result<()> {
+    restart_gives_the_same_state(Broker::mock(), true, Interruption::Stop).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_and_restart_without_dedupe_mock() -> anyhow::Result<()> {
+    restart_gives_the_same_state(Broker::mock(), false, Interruption::Abort).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_and_restart_without_dedupe_tansu() -> anyhow::Result<()> {
+    restart_gives_the_same_state(Broker::tansu()?, false, Interruption::Abort).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_restart_without_dedupe_tansu() -> anyhow::Result<()> {
+    restart_gives_the_same_state(Broker::tansu()?, false, Interruption::Stop).await
+}
