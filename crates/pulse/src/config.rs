@@ -353,6 +353,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/pulse.example.toml");
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.kafka.properties["security.protocol"], "SASL_SSL");
+    }
+
+    #[test]
     fn environment_overrides_the_file() {
         let mut v = parse(DEFAULT_TOML, "d").unwrap();
         apply_env(

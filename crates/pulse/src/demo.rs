@@ -310,7 +310,7 @@ async fn view_alerts(config: Config, seen: Arc<Seen>, json: bool) -> anyhow::Res
             let _ = out.write_all(payload);
             let _ = out.write_all(b"\n");
         } else if alert.r#type != "segment_changed"
-            || seen.printed.load(Ordering::Relaxed) % 20 == 0
+            || seen.printed.load(Ordering::Relaxed).is_multiple_of(20)
         {
             let why = alert
                 .reasons

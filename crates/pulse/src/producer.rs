@@ -17,6 +17,10 @@ impl Outstanding {
         self.0.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Enqueues `record`, waiting while librdkafka's local queue is full.
     pub async fn send<K, P>(
         &mut self,
