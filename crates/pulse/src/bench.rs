@@ -96,10 +96,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         tmp.path().display()
     ))?;
     match &mock {
-        Some(m) => {
-            crate::demo::create_mock_topics(m, &config, 1)?;
-            m.create_topic(&config.topics.canonical, args.partitions, 1)?;
-        }
+        Some(m) => crate::demo::create_mock_topics(m, &config, 1, args.partitions)?,
         None => {
             kafka::create_topics(&config, 1).await?;
             kafka::create_topic(&config, &config.topics.canonical, args.partitions).await?;

@@ -124,18 +124,20 @@ struct Seen {
 
 pub const DEMO_PARTITIONS: i32 = 4;
 
-/// Creates every topic of `config` on the mock cluster.
+/// Creates every topic of `config` on the mock cluster: the canonical log with
+/// `canonical_partitions`, the others with `partitions`.
 pub fn create_mock_topics(
     mock: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
     config: &Config,
     partitions: i32,
+    canonical_partitions: i32,
 ) -> anyhow::Result<()> {
     let t = &config.topics;
+    mock.create_topic(&t.canonical, canonical_partitions, 1)?;
     for topic in [
         &t.orders,
         &t.clickstream,
         &t.support,
-        &t.canonical,
         &t.dead_letters,
         &t.churn_warnings,
         &t.segment_changes,
@@ -161,7 +163,7 @@ pub async fn demo(args: DemoArgs, http_addr: SocketAddr) -> anyhow::Result<()> {
         state_dir.display()
     ))?;
     config.http.addr = http_addr;
-    create_mock_topics(&mock, &config, DEMO_PARTITIONS)?;
+    create_mock_topics(&mock, &config, DEMO_PARTITIONS, DEMO_PARTITIONS)?;
     let mut running = crate::start(config.clone()).await?;
     println!("http: http://{}", running.http_addr);
     eprintln!(

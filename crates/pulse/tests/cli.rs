@@ -33,7 +33,7 @@ fn a_bad_config_exits_2_naming_the_key() {
 fn sigterm_commits_and_exits_0() {
     let mock = MockCluster::new(1).unwrap();
     let config = pulse::Config::with_overrides("").unwrap();
-    pulse::demo::create_mock_topics(&mock, &config, 2).unwrap();
+    pulse::demo::create_mock_topics(&mock, &config, 2, 2).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut child = pulse()
         .args(["run", "--http-addr", "127.0.0.1:0"])
