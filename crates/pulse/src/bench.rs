@@ -98,8 +98,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     match &mock {
         Some(m) => crate::demo::create_mock_topics(m, &config, 1, args.partitions)?,
         None => {
-            kafka::create_topics(&config, 1).await?;
+            // The canonical topic first: create_topics leaves existing topics as they are.
             kafka::create_topic(&config, &config.topics.canonical, args.partitions).await?;
+            kafka::create_topics(&config, 1).await?;
         }
     }
     let n = kafka::partition_count(&config, &config.topics.canonical)?;
