@@ -115,23 +115,15 @@ impl Broker {
         config: &Config,
         canonical_partitions: i32,
     ) -> anyhow::Result<()> {
-        let t = &config.topics;
-        self.create_topics(config, &[&t.canonical], canonical_partitions)
-            .await?;
-        self.create_topics(
-            config,
-            &[
-                &t.orders,
-                &t.clickstream,
-                &t.support,
-                &t.dead_letters,
-                &t.churn_warnings,
-                &t.segment_changes,
-                &t.lifecycle_changes,
-            ],
-            2,
-        )
-        .await
+        for (key, topic) in config.topics.named() {
+            let n = if key == "topics.canonical" {
+                canonical_partitions
+            } else {
+                2
+            };
+            self.create_topics(config, &[topic], n).await?;
+        }
+        Ok(())
     }
 }
 
@@ -345,6 +337,21 @@ pub fn read_state(
         }
     }
     Ok((customers, checkpoints))
+}
+
+/// Sums `f` over the partition stores a running service holds.
+pub fn sum_partitions(
+    running: &pulse::Running,
+    f: impl Fn(&pulse_store::PartitionStore) -> i64,
+) -> i64 {
+    running
+        .shared
+        .partitions
+        .read()
+        .expect("lock")
+        .values()
+        .map(|(s, _)| f(s))
+        .sum()
 }
 
 /// Day `d` of the tests' calendar (2025-01-01 + d days) in epoch milliseconds.

@@ -9,17 +9,14 @@ use std::time::Duration;
 use prost::Message;
 use pulse::simulate::{SimConfig, Simulator};
 use pulse_codec::wire;
-use pulse_e2e::{config, consume_until, day, http_get, produce, producer, wait_for, Broker};
+use pulse_e2e::{
+    config, consume_until, day, http_get, produce, producer, sum_partitions, wait_for, Broker,
+};
 
-fn dedupe_entries(running: &pulse::Running) -> usize {
-    running
-        .shared
-        .partitions
-        .read()
-        .expect("lock")
-        .values()
-        .map(|(s, _)| s.dedupe_entries().map_or(0, |d| d.len()))
-        .sum()
+fn dedupe_entries(running: &pulse::Running) -> i64 {
+    sum_partitions(running, |s| {
+        s.dedupe_entries().map_or(0, |d| d.len() as i64)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,7 +140,7 @@ async fn malformed_records_are_dead_lettered_with_their_reason() -> anyhow::Resu
     wait_for(
         "every valid event to be folded",
         Duration::from_secs(60),
-        || dedupe_entries(&running) == valid,
+        || dedupe_entries(&running) == valid as i64,
     )
     .await?;
     running.stop().await?;

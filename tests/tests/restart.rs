@@ -9,7 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use pulse::simulate::{SimConfig, Simulator};
-use pulse_e2e::{config, consume_all, produce, producer, read_state, wait_for, Broker, Rec};
+use pulse_e2e::{
+    config, consume_all, produce, producer, read_state, sum_partitions, wait_for, Broker, Rec,
+};
 
 #[derive(Clone, Copy, Debug)]
 enum Interruption {
@@ -98,14 +100,9 @@ async fn fold_config(
 }
 
 fn folded(running: &pulse::Running) -> i64 {
-    running
-        .shared
-        .partitions
-        .read()
-        .expect("lock")
-        .values()
-        .map(|(s, _)| s.checkpoint().ok().flatten().map_or(0, |c| c.next_offset))
-        .sum()
+    sum_partitions(running, |s| {
+        s.checkpoint().ok().flatten().map_or(0, |c| c.next_offset)
+    })
 }
 
 fn caught_up(running: &pulse::Running, ends: &BTreeMap<i32, i64>) -> bool {

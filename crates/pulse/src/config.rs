@@ -45,6 +45,22 @@ pub struct Topics {
     pub lifecycle_changes: String,
 }
 
+impl Topics {
+    /// Every topic with its config key, canonical log first.
+    pub fn named(&self) -> [(&'static str, &str); 8] {
+        [
+            ("topics.canonical", &self.canonical),
+            ("topics.orders", &self.orders),
+            ("topics.clickstream", &self.clickstream),
+            ("topics.support", &self.support),
+            ("topics.dead_letters", &self.dead_letters),
+            ("topics.churn_warnings", &self.churn_warnings),
+            ("topics.segment_changes", &self.segment_changes),
+            ("topics.lifecycle_changes", &self.lifecycle_changes),
+        ]
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Encodings {
@@ -217,17 +233,7 @@ impl Config {
                 ));
             }
         }
-        let t = &self.topics;
-        let names = [
-            ("topics.orders", &t.orders),
-            ("topics.clickstream", &t.clickstream),
-            ("topics.support", &t.support),
-            ("topics.canonical", &t.canonical),
-            ("topics.dead_letters", &t.dead_letters),
-            ("topics.churn_warnings", &t.churn_warnings),
-            ("topics.segment_changes", &t.segment_changes),
-            ("topics.lifecycle_changes", &t.lifecycle_changes),
-        ];
+        let names = self.topics.named();
         for (i, (key, name)) in names.iter().enumerate() {
             if name.is_empty()
                 || name.len() > 249

@@ -132,18 +132,13 @@ pub fn create_mock_topics(
     partitions: i32,
     canonical_partitions: i32,
 ) -> anyhow::Result<()> {
-    let t = &config.topics;
-    mock.create_topic(&t.canonical, canonical_partitions, 1)?;
-    for topic in [
-        &t.orders,
-        &t.clickstream,
-        &t.support,
-        &t.dead_letters,
-        &t.churn_warnings,
-        &t.segment_changes,
-        &t.lifecycle_changes,
-    ] {
-        mock.create_topic(topic, partitions, 1)
+    for (key, topic) in config.topics.named() {
+        let n = if key == "topics.canonical" {
+            canonical_partitions
+        } else {
+            partitions
+        };
+        mock.create_topic(topic, n, 1)
             .with_context(|| format!("create topic {topic}"))?;
     }
     Ok(())

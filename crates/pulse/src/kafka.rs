@@ -149,17 +149,7 @@ pub async fn create_topic(config: &Config, name: &str, partitions: i32) -> Resul
 /// Creates pulse's topics where the broker supports the admin API (not the mock cluster, whose
 /// topics are created through its own handle). Existing topics are left as they are.
 pub async fn create_topics(config: &Config, partitions: i32) -> Result<(), KafkaError> {
-    let t = &config.topics;
-    for name in [
-        &t.orders,
-        &t.clickstream,
-        &t.support,
-        &t.canonical,
-        &t.dead_letters,
-        &t.churn_warnings,
-        &t.segment_changes,
-        &t.lifecycle_changes,
-    ] {
+    for (_, name) in config.topics.named() {
         create_topic(config, name, partitions).await?;
     }
     Ok(())

@@ -116,35 +116,8 @@ pub struct SimRecord {
     pub malformed: Option<&'static str>,
 }
 
-/// Formats epoch milliseconds as RFC 3339 UTC with millisecond precision,
-/// e.g. `2026-03-01T12:00:00.123Z`. Meaningful for years 0000–9999.
-pub fn rfc3339(ms: i64) -> String {
-    let days = ms.div_euclid(DAY);
-    let rem = ms.rem_euclid(DAY);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / HOUR,
-        rem % HOUR / MINUTE,
-        rem % MINUTE / SECOND,
-        rem % SECOND
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm), so no
-/// date crate is needed.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
+/// RFC 3339 text as pulse's own codec writes it (one implementation for the whole workspace).
+use pulse_codec::time::format_rfc3339 as rfc3339;
 
 // ---------------------------------------------------------------------------------------------
 // Randomness: our own PRNG and samplers, so output never changes with a dependency's version.
@@ -1415,50 +1388,7 @@ mod tests {
     }
 
     /// Inverse of `civil_from_days`, for round-tripping string timestamps.
-    fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-        let y = if m <= 2 { y - 1 } else { y };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let mp = if m > 2 { m - 3 } else { m + 9 };
-        let doy = (153 * mp + 2) / 5 + d - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        era * 146_097 + doe - 719_468
-    }
-
-    /// Strict parser for exactly the shape `rfc3339` writes.
-    fn parse_rfc3339(s: &str) -> Option<i64> {
-        let b = s.as_bytes();
-        if b.len() != 24 || b[23] != b'Z' || b[10] != b'T' {
-            return None;
-        }
-        let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-        let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-        let (h, mi, se, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
-        let dim = [
-            31,
-            28 + i64::from(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)),
-            31,
-            30,
-            31,
-            30,
-            31,
-            31,
-            30,
-            31,
-            30,
-            31,
-        ];
-        if !(1..=12).contains(&mo)
-            || d < 1
-            || d > dim[(mo - 1) as usize]
-            || h > 23
-            || mi > 59
-            || se > 59
-        {
-            return None;
-        }
-        Some(days_from_civil(y, mo, d) * DAY + h * HOUR + mi * MINUTE + se * SECOND + ms)
-    }
+    use pulse_codec::time::parse_rfc3339;
 
     fn parse_amount(s: &str) -> Option<i64> {
         let (units, cents) = s.split_once('.')?;
@@ -1526,20 +1456,6 @@ mod tests {
             Value::Number(n) => n.as_i64().unwrap(),
             Value::String(s) => parse_rfc3339(s).unwrap(),
             other => panic!("bad occurred_at {other}"),
-        }
-    }
-
-    #[test]
-    fn rfc3339_formats_and_round_trips() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
-        assert_eq!(rfc3339(DEFAULT_START_MS), "2025-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_772_366_400_123), "2026-03-01T12:00:00.123Z");
-        assert_eq!(rfc3339(1_709_208_000_000), "2024-02-29T12:00:00.000Z");
-        let mut rng = Rng::seeded(7);
-        for _ in 0..10_000 {
-            let ms = (rng.next_u64() % 253_402_300_799_999) as i64; // up to 9999-12-31
-            assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms), "{ms}");
         }
     }
 
