@@ -44,12 +44,17 @@ enum Rebalance {
 }
 
 struct FoldContext {
+    group: String,
     tx: mpsc::Sender<Rebalance>,
     state_dir: PathBuf,
     fsync: bool,
 }
 
-impl ClientContext for FoldContext {}
+impl ClientContext for FoldContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        telemetry::consumer_lag(&self.group, &statistics);
+    }
+}
 
 impl ConsumerContext for FoldContext {
     fn rebalance(
@@ -173,6 +178,7 @@ pub async fn run(
 ) -> Result<(), PipelineError> {
     let (tx, rx) = mpsc::channel();
     let context = FoldContext {
+        group: kafka::group_id(&config, "fold"),
         tx,
         state_dir: config.fold.state_dir.clone(),
         fsync: config.fold.fsync,

@@ -53,7 +53,10 @@ pub async fn run(
         (t.support.clone(), (Family::Support, e.support)),
     ]
     .into();
-    let consumer: StreamConsumer = kafka::consumer_config(&config, "ingest").create()?;
+    let consumer: StreamConsumer<kafka::LagContext> = kafka::consumer_config(&config, "ingest")
+        .create_with_context(kafka::LagContext {
+            group: kafka::group_id(&config, "ingest"),
+        })?;
     let topics: Vec<&str> = families.keys().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let canonical_partitions = {

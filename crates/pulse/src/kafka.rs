@@ -44,14 +44,16 @@ pub fn producer_config(config: &Config) -> ClientConfig {
     )
 }
 
-pub fn consumer_config(config: &Config, group_suffix: &str) -> ClientConfig {
+/// The consumer group of a pipeline (`ingest` or `fold`).
+pub fn group_id(config: &Config, pipeline: &str) -> String {
+    format!("{}-{pipeline}", config.kafka.group_id)
+}
+
+pub fn consumer_config(config: &Config, pipeline: &str) -> ClientConfig {
     build(
         config,
         &[
-            (
-                "group.id",
-                format!("{}-{group_suffix}", config.kafka.group_id),
-            ),
+            ("group.id", group_id(config, pipeline)),
             ("enable.auto.commit", "false".into()),
             ("enable.auto.offset.store", "false".into()),
             ("auto.offset.reset", "earliest".into()),
@@ -59,9 +61,23 @@ pub fn consumer_config(config: &Config, group_suffix: &str) -> ClientConfig {
             ("session.timeout.ms", "6000".into()),
             ("heartbeat.interval.ms", "1000".into()),
             ("partition.assignment.strategy", "cooperative-sticky".into()),
+            ("statistics.interval.ms", "5000".into()),
         ],
     )
 }
+
+/// A consumer context that exports consumer lag from librdkafka's statistics.
+pub struct LagContext {
+    pub group: String,
+}
+
+impl rdkafka::client::ClientContext for LagContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        crate::telemetry::consumer_lag(&self.group, &statistics);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for LagContext {}
 
 /// Partition of a key under the Java client's default partitioner (murmur2, positive, modulo).
 pub fn partition_for(key: &[u8], partitions: i32) -> i32 {

@@ -24,6 +24,7 @@ pub const FOLD_CORRUPT: &str = "pulse_fold_corrupt_records_total";
 pub const ALERTS: &str = "pulse_alerts_total";
 pub const CUSTOMERS: &str = "pulse_customers";
 pub const PARTITIONS: &str = "pulse_fold_partitions_assigned";
+pub const CONSUMER_LAG: &str = "pulse_consumer_lag_records";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -190,4 +191,18 @@ pub fn customers_in_stage(stage: &'static str, delta: f64) {
 
 pub fn partitions_assigned(n: usize) {
     gauge!(PARTITIONS).set(n as f64);
+}
+
+/// Consumer lag per assigned partition, from librdkafka's statistics (emitted every
+/// `statistics.interval.ms`). Partitions and topics are few and fixed: the labels stay bounded.
+pub fn consumer_lag(group: &str, stats: &rdkafka::Statistics) {
+    for (topic, t) in &stats.topics {
+        for (p, part) in &t.partitions {
+            // -1 is librdkafka's internal UA partition; a negative lag means "unknown yet".
+            if *p >= 0 && part.consumer_lag >= 0 {
+                gauge!(CONSUMER_LAG, "group" => group.to_string(), "topic" => topic.clone(), "partition" => p.to_string())
+                    .set(part.consumer_lag as f64);
+            }
+        }
+    }
 }
