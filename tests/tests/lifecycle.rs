@@ -86,16 +86,28 @@ async fn weekly_buyer_goes_silent(broker: Broker) -> anyhow::Result<()> {
         })
         .collect();
     let at = |d: i64| pulse_codec::time::format_rfc3339(day(d));
+    // Default rules (rule_version v2), MBG/NBD with CDNOW parameters: x = 5 repeat purchase
+    // days, t_x = 5 weeks. Risk = p_dead for a customer with orders only.
+    // - day 30: the `new` window ends; 6 orders and risk 0.15 < 0.3 → loyal;
+    // - day 53 + 20,824,981 ms: p_dead reaches 0.3 (18.2 silent days) → no longer loyal;
+    // - day 65: 30 silent days, the floor of the gap rule (2 × 7-day gap = 14 days) → at_risk;
+    // - day 110 + 63,860,618 ms: p_dead reaches 0.85 (75.7 silent days) → churned.
     let expected = [
         ("lifecycle_stage_changed", "prospect", "new", at(0)),
         ("lifecycle_stage_changed", "new", "loyal", at(30)),
-        ("churn_warning", "loyal", "at_risk", at(35 + 45)),
-        ("lifecycle_stage_changed", "loyal", "at_risk", at(35 + 45)),
+        (
+            "lifecycle_stage_changed",
+            "loyal",
+            "active",
+            pulse_codec::time::format_rfc3339(day(53) + 20_824_981),
+        ),
+        ("churn_warning", "active", "at_risk", at(35 + 30)),
+        ("lifecycle_stage_changed", "active", "at_risk", at(35 + 30)),
         (
             "lifecycle_stage_changed",
             "at_risk",
             "churned",
-            at(35 + 180),
+            pulse_codec::time::format_rfc3339(day(110) + 63_860_618),
         ),
     ];
     for (kind, from, to, when) in &expected {

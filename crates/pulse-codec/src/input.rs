@@ -114,6 +114,9 @@ struct Fields<'a> {
     ticket_id: Option<Cow<'a, str>>,
     score: Option<f64>,
     sentiment: Option<f64>,
+    /// Feedback text: scored into `sentiment` when that is absent, then dropped.
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
 }
 
 /// Decodes and validates one input record.
@@ -205,6 +208,7 @@ fn from_support(e: wire::SupportEvent) -> Fields<'static> {
         ticket_id: e.ticket_id.map(Cow::Owned),
         score: e.score.map(f64::from),
         sentiment: e.sentiment,
+        text: e.text.map(Cow::Owned),
         channel: e.channel.map(Cow::Owned),
         ..Fields::default()
     }
@@ -324,6 +328,13 @@ fn validate(family: Family, f: Fields<'_>) -> Result<Event, Rejection> {
                     }
                     other => other.map(|s| s as f32),
                 };
+                // Free text never reaches the canonical event: only its score does.
+                let sentiment = match (kind, sentiment, f.text) {
+                    (SupportKind::FeedbackSubmitted, None, Some(text)) => {
+                        Some(pulse_core::sentiment::score(&text))
+                    }
+                    (_, given, _) => given,
+                };
                 let ticket_id = f.ticket_id.map(Cow::into_owned);
                 if matches!(
                     kind,
@@ -416,6 +427,56 @@ mod tests {
             let e = json(family, r#"{"event_id":"x","customer_id":"c","occurred_at":1772366400123,"type":"customer_erased"}"#).unwrap();
             assert_eq!(e.body, Body::Erased);
         }
+    }
+
+    #[test]
+    fn feedback_text_is_scored_and_dropped() {
+        let scored = json(
+            Family::Support,
+            r#"{"event_id":"e","customer_id":"c","occurred_at":1772366400123,"type":"feedback_submitted","text":"Terrible service, very rude agent"}"#,
+        )
+        .unwrap();
+        let Body::Support(s) = &scored.body else {
+            panic!("{scored:?}")
+        };
+        let expected = pulse_core::sentiment::score("Terrible service, very rude agent");
+        assert!(expected < -0.5);
+        assert_eq!(s.sentiment, Some(expected));
+        assert!(
+            !format!("{scored:?}").contains("rude"),
+            "the text is not kept"
+        );
+        // A given sentiment wins over the text.
+        let given = json(
+            Family::Support,
+            r#"{"event_id":"e","customer_id":"c","occurred_at":1772366400123,"type":"feedback_submitted","text":"awful","sentiment":0.5}"#,
+        )
+        .unwrap();
+        let Body::Support(s) = &given.body else {
+            panic!("{given:?}")
+        };
+        assert_eq!(s.sentiment, Some(0.5));
+        // The protobuf mapping carries the text too.
+        let proto = wire::SupportEvent {
+            event_id: "e".into(),
+            customer_id: "c".into(),
+            occurred_at: Some(wire::Timestamp {
+                value: Some(wire::timestamp::Value::Rfc3339(
+                    "2026-03-01T12:00:00.123Z".into(),
+                )),
+            }),
+            r#type: "feedback_submitted".into(),
+            text: Some("Terrible service, very rude agent".into()),
+            ..Default::default()
+        };
+        let from_proto = decode_input(
+            Family::Support,
+            Encoding::Protobuf,
+            &proto.encode_to_vec(),
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(from_proto, scored);
     }
 
     #[test]

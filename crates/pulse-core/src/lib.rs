@@ -1,9 +1,11 @@
 //! pulse-core: the pure domain of pulse: events, per-customer state, scoring, lifecycle,
 //! segments, alerts and timers as data.
 //!
-//! It owns every rule. It must not do I/O, read a clock, spawn, or know about Kafka, sled or
-//! protobuf: time is a parameter, and the shell (the `pulse` crate) schedules the timers the
-//! engine asks for.
+//! It owns every rule: RFM and segments, BTYD models (`models`), engagement, support health,
+//! the weighted scorecards, lifecycle with hysteresis and exact timers (`engine`), and the
+//! feedback sentiment lexicon used at the edge (`sentiment`). It must not do I/O, read a
+//! clock, spawn, or know about Kafka, sled or protobuf: time is a parameter, and the shell
+//! (the `pulse` crate) schedules the timers the engine asks for.
 
 pub mod alert;
 pub mod config;
@@ -11,10 +13,11 @@ pub mod engine;
 pub mod event;
 pub mod hash;
 pub mod models;
+pub mod sentiment;
 pub mod state;
 
 pub use alert::{Alert, AlertKind, Reason, Score};
 pub use config::ScoringConfig;
-pub use engine::{decide, evaluate, Decision, Evaluation, Input};
+pub use engine::{decide, evaluate, Decision, Evaluation, Input, Signal, StageCause};
 pub use event::{Body, Event, Millis, DAY};
-pub use state::{CustomerState, Segment, Stage};
+pub use state::{CustomerState, NpsClass, Segment, Stage, ValueTier};

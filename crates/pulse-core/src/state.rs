@@ -28,12 +28,14 @@ pub struct CustomerState {
 pub struct OrderFacts {
     /// Orders placed less orders cancelled.
     pub count: u32,
-    /// Distinct UTC days with an order: the purchase count of the BTYD models.
+    /// Distinct UTC days with an order: the purchase count of the BTYD models (x = this − 1).
     pub purchase_days: u32,
     pub first_at: Option<Millis>,
     pub last_at: Option<Millis>,
     /// Net spend in minor units of `currency` (the customer's first currency).
     pub total_minor: i64,
+    /// Spend on the first purchase day, so Gamma-Gamma can average repeat purchases only.
+    pub first_day_minor: i64,
     pub currency: Option<String>,
     /// Orders in another currency than `currency`: counted, not summed (no FX rates here).
     pub other_currency_orders: u32,
@@ -46,23 +48,63 @@ pub struct OrderFacts {
 pub struct ClickFacts {
     pub events: u32,
     pub sessions: u32,
+    pub first_at: Option<Millis>,
     pub last_at: Option<Millis>,
+    /// page_view and product_view.
+    pub views: u32,
+    pub searches: u32,
     pub cart_adds: u32,
-    /// Exponentially decayed activity, valued at `engagement_at`.
+    /// Exponentially decayed weighted clicks (the engagement score), valued at `engagement_at`.
     pub engagement: f64,
+    /// The same with the baseline half-life (the long side of the trend).
+    pub baseline: f64,
     pub engagement_at: Millis,
+    /// Items in the open cart (adds less removes); the cart closes when it reaches 0.
+    pub cart_items: u32,
+    /// The last add to the open cart; it is abandoned once the window after it passes.
+    pub cart_last_add: Option<Millis>,
+    pub carts_abandoned: u32,
+    pub carts_converted: u32,
 }
+
+/// A ticket opened and not yet resolved (at most [`MAX_OPEN_TICKETS`] are tracked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenTicket {
+    pub ticket_id: Option<String>,
+    pub opened_at: Millis,
+    pub responded: bool,
+}
+
+/// Bound on tracked open tickets: beyond it the oldest is forgotten (still counted as opened).
+pub const MAX_OPEN_TICKETS: usize = 16;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SupportFacts {
     pub tickets_opened: u32,
     pub tickets_resolved: u32,
+    pub open: Vec<OpenTicket>,
+    /// Tickets with a measured time to first response, and the sum of those times.
+    pub first_responses: u32,
+    pub first_response_ms: i64,
+    /// Tickets with a measured time to resolution, and the sum of those times.
+    pub resolutions: u32,
+    pub resolution_ms: i64,
     pub csat_answers: u32,
     pub csat_positive: u32,
+    pub nps_answers: u32,
+    pub nps_promoters: u32,
+    pub nps_detractors: u32,
     pub last_nps: Option<u8>,
-    /// Consecutive negative contacts (CSAT ≤ 2, NPS ≤ 6, sentiment < 0), reset by a positive one.
+    /// Feedback with a sentiment (given, or scored at the edge from text that is not kept).
+    pub feedback: u32,
+    pub sentiment_total: f64,
+    pub last_sentiment: Option<f32>,
+    /// Consecutive negative contacts (CSAT ≤ 2, NPS ≤ 6, sentiment ≤ −0.05), reset by a
+    /// positive one (CSAT ≥ 4, NPS ≥ 9, sentiment ≥ 0.05); neutral ones leave it alone.
     pub negative_streak: u32,
+    pub last_at: Option<Millis>,
 }
 
 /// What the customer was last announced as, so alerts fire on change only.
@@ -73,7 +115,8 @@ pub struct Announced {
     pub stage_since: Millis,
     pub segment: Segment,
     pub segment_since: Millis,
-    /// When an order brought the customer back from at_risk or churned.
+    /// The partition clock when an order arrived while the customer was announced at_risk or
+    /// churned: the order releases the hysteresis and starts the `reactivated` window.
     pub reactivated_at: Option<Millis>,
 }
 
@@ -115,6 +158,60 @@ impl Stage {
     }
     pub fn is_risk(self) -> bool {
         matches!(self, Stage::AtRisk | Stage::Churned)
+    }
+}
+
+/// Value tier from the expected CLV (cut points in `[scoring.value_tier]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueTier {
+    Low,
+    Mid,
+    High,
+}
+
+impl ValueTier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValueTier::Low => "low",
+            ValueTier::Mid => "mid",
+            ValueTier::High => "high",
+        }
+    }
+    /// 1 (low) … 3 (high), for numeric score maps.
+    pub fn rank(self) -> u8 {
+        match self {
+            ValueTier::Low => 1,
+            ValueTier::Mid => 2,
+            ValueTier::High => 3,
+        }
+    }
+}
+
+/// NPS class of a 0–10 answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NpsClass {
+    Detractor,
+    Passive,
+    Promoter,
+}
+
+impl NpsClass {
+    /// Promoter 9–10, passive 7–8, detractor 0–6.
+    pub fn of(score: u8) -> NpsClass {
+        match score {
+            9.. => NpsClass::Promoter,
+            7 | 8 => NpsClass::Passive,
+            _ => NpsClass::Detractor,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NpsClass::Detractor => "detractor",
+            NpsClass::Passive => "passive",
+            NpsClass::Promoter => "promoter",
+        }
     }
 }
 

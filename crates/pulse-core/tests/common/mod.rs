@@ -1,0 +1,165 @@
+//! A small builder that drives one customer through `decide` the way fold does: the clock only
+//! moves forward, and every timer the clock passes fires at its due instant, in order, before
+//! the event that moved the clock is applied.
+
+#![allow(dead_code)]
+
+use pulse_core::event::{Click, ClickKind, Order, OrderKind, Support, SupportKind, HOUR};
+use pulse_core::{
+    decide, evaluate, Alert, AlertKind, Body, CustomerState, Evaluation, Event, Input, Millis,
+    ScoringConfig, DAY,
+};
+
+/// Day 0 of the tests' calendar (2025-01-01), epoch milliseconds.
+pub const T0: Millis = 1_735_689_600_000;
+
+pub fn day(d: f64) -> Millis {
+    T0 + (d * DAY as f64).round() as Millis
+}
+
+pub struct Customer {
+    pub id: String,
+    pub state: CustomerState,
+    pub cfg: ScoringConfig,
+    pub clock: Millis,
+    pub alerts: Vec<Alert>,
+    pub timers_fired: u32,
+    seq: u64,
+}
+
+impl Customer {
+    pub fn new() -> Self {
+        Customer::with(ScoringConfig::default())
+    }
+
+    pub fn with(cfg: ScoringConfig) -> Self {
+        Customer {
+            id: "c-1".into(),
+            state: CustomerState::default(),
+            cfg,
+            clock: T0 - DAY,
+            alerts: Vec::new(),
+            timers_fired: 0,
+            seq: 0,
+        }
+    }
+
+    /// Moves the clock to `t`, firing every timer it passes.
+    pub fn advance(&mut self, t: Millis) -> &mut Self {
+        while let Some(due) = self.state.next_timer {
+            if due > t {
+                break;
+            }
+            assert!(
+                due > self.clock,
+                "timer {due} not after the clock {}",
+                self.clock
+            );
+            self.clock = due;
+            self.timers_fired += 1;
+            assert!(self.timers_fired < 10_000, "busy timer loop");
+            let d = decide(&mut self.state, &self.id, Input::Timer, due, &self.cfg);
+            if let Some(next) = d.next_timer {
+                assert!(next > due, "timer {next} not after {due}");
+            }
+            self.alerts.extend(d.alerts);
+        }
+        self.clock = self.clock.max(t);
+        self
+    }
+
+    pub fn event(&mut self, t: Millis, body: Body) -> &mut Self {
+        self.advance(t);
+        self.seq += 1;
+        let e = Event {
+            event_id: format!("e-{}", self.seq),
+            customer_id: self.id.clone(),
+            occurred_at: t,
+            body,
+        };
+        let d = decide(
+            &mut self.state,
+            &self.id,
+            Input::Event(&e),
+            self.clock,
+            &self.cfg,
+        );
+        if let Some(next) = d.next_timer {
+            assert!(next > self.clock, "timer {next} not after {}", self.clock);
+        }
+        self.alerts.extend(d.alerts);
+        self
+    }
+
+    pub fn order(&mut self, t: Millis, amount_minor: i64) -> &mut Self {
+        self.event(
+            t,
+            Body::Order(Order {
+                kind: OrderKind::Placed,
+                order_id: format!("o-{t}"),
+                amount_minor,
+                currency: "EUR".into(),
+                item_count: 1,
+                channel: None,
+            }),
+        )
+    }
+
+    pub fn click(&mut self, t: Millis, kind: ClickKind) -> &mut Self {
+        self.event(
+            t,
+            Body::Click(Click {
+                kind,
+                session_id: None,
+            }),
+        )
+    }
+
+    pub fn support(
+        &mut self,
+        t: Millis,
+        kind: SupportKind,
+        ticket: Option<&str>,
+        score: Option<u8>,
+        sentiment: Option<f32>,
+    ) -> &mut Self {
+        self.event(
+            t,
+            Body::Support(Support {
+                kind,
+                ticket_id: ticket.map(str::to_string),
+                score,
+                sentiment,
+            }),
+        )
+    }
+
+    pub fn nps(&mut self, t: Millis, score: u8) -> &mut Self {
+        self.support(t, SupportKind::NpsSubmitted, None, Some(score), None)
+    }
+
+    pub fn csat(&mut self, t: Millis, score: u8) -> &mut Self {
+        self.support(t, SupportKind::CsatSubmitted, None, Some(score), None)
+    }
+
+    pub fn eval(&self, t: Millis) -> Evaluation {
+        evaluate(&self.state, t, &self.cfg)
+    }
+
+    /// `(kind, from, to, at)` of every alert so far.
+    pub fn transitions(&self, kind: AlertKind) -> Vec<(String, String, Millis)> {
+        self.alerts
+            .iter()
+            .filter(|a| a.kind == kind)
+            .map(|a| (a.from.clone(), a.to.clone(), a.occurred_at))
+            .collect()
+    }
+
+    pub fn stages(&self) -> Vec<(String, String, Millis)> {
+        self.transitions(AlertKind::LifecycleStageChanged)
+    }
+}
+
+pub fn hours(h: f64) -> Millis {
+    (h * HOUR as f64).round() as Millis
+}
