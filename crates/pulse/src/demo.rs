@@ -145,7 +145,7 @@ pub fn create_mock_topics(
 }
 
 /// `pulse demo`.
-pub async fn demo(args: DemoArgs, http_addr: SocketAddr) -> anyhow::Result<()> {
+pub async fn demo(args: DemoArgs, http_addr: Option<SocketAddr>) -> anyhow::Result<()> {
     let mock = MockCluster::new(1).context("start the in-process Kafka mock cluster")?;
     let tmp = tempfile::tempdir()?;
     let state_dir = args
@@ -157,7 +157,9 @@ pub async fn demo(args: DemoArgs, http_addr: SocketAddr) -> anyhow::Result<()> {
         mock.bootstrap_servers(),
         state_dir.display()
     ))?;
-    config.http.addr = http_addr;
+    if let Some(addr) = http_addr {
+        config.http.addr = addr;
+    }
     create_mock_topics(&mock, &config, DEMO_PARTITIONS, DEMO_PARTITIONS)?;
     let mut running = crate::start(config.clone()).await?;
     println!("http: http://{}", running.http_addr);
@@ -191,10 +193,12 @@ pub async fn demo(args: DemoArgs, http_addr: SocketAddr) -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = fed => r?,
         _ = deadline => {}
         _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
         r = running.failed() => return r.context("pipeline failed"),
     }
     let stages = stage_counts(&running);

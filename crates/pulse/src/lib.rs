@@ -72,7 +72,8 @@ pub struct Running {
     pub shared: Arc<fold::Shared>,
     pub status: Arc<Status>,
     shutdown: watch::Sender<bool>,
-    done: oneshot::Receiver<Result<(), PipelineError>>,
+    /// `None` once `failed` has returned the pipelines' result.
+    done: Option<oneshot::Receiver<Result<(), PipelineError>>>,
     abort: oneshot::Sender<()>,
 }
 
@@ -80,7 +81,10 @@ impl Running {
     /// Asks the pipelines to finish their batch, commit and stop; waits for them.
     pub async fn stop(self) -> Result<(), PipelineError> {
         let _ = self.shutdown.send(true);
-        self.done.await.unwrap_or(Ok(()))
+        match self.done {
+            Some(done) => done.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
     }
 
     /// Cancels the pipelines where they stand: no final commit, no outbox drain (a crash of
@@ -88,12 +92,20 @@ impl Running {
     /// gone.
     pub async fn abort(self) {
         let _ = self.abort.send(());
-        let _ = self.done.await;
+        if let Some(done) = self.done {
+            let _ = done.await;
+        }
     }
 
     /// Resolves when a pipeline stops by itself (an error), without stopping the others.
+    /// Cancel-safe; after it returned once it never resolves again.
     pub async fn failed(&mut self) -> Result<(), PipelineError> {
-        (&mut self.done).await.unwrap_or(Ok(()))
+        let Some(done) = self.done.as_mut() else {
+            return std::future::pending().await;
+        };
+        let result = done.await.unwrap_or(Ok(()));
+        self.done = None;
+        result
     }
 }
 
@@ -180,7 +192,7 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
         shared,
         status,
         shutdown: shutdown_tx,
-        done: done_rx,
+        done: Some(done_rx),
         abort: abort_tx,
     })
 }

@@ -16,9 +16,10 @@ use pulse::config::{Config, ConfigError};
     about = "Timely, explainable customer signals from Kafka"
 )]
 struct Cli {
-    /// HTTP address for /metrics, /healthz, /readyz and /v1 (port 0 picks one).
-    #[arg(long, global = true, default_value = "127.0.0.1:9464")]
-    http_addr: SocketAddr,
+    /// HTTP address for /metrics, /healthz, /readyz and /v1 (port 0 picks one). Default: the
+    /// config's `http.addr` (127.0.0.1:9464).
+    #[arg(long, global = true)]
+    http_addr: Option<SocketAddr>,
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -76,8 +77,8 @@ fn main() -> ExitCode {
                     Ok(c) => c,
                     Err(e) => return Err(config_error(e)),
                 };
-                if std::env::var_os("PULSE__HTTP__ADDR").is_none() {
-                    config.http.addr = cli.http_addr;
+                if let Some(addr) = cli.http_addr {
+                    config.http.addr = addr;
                 }
                 match only {
                     Some(Only::Ingest) => config.fold.enabled = false,

@@ -39,6 +39,11 @@ pub fn prometheus() -> PrometheusHandle {
                     10.0,
                 ])
                 .expect("static buckets")
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(FOLD_COMMIT_RECORDS.to_string()),
+                    &[1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0],
+                )
+                .expect("static buckets")
                 .build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder was installed first; then ours just stays unused.
