@@ -132,6 +132,29 @@ fn open_partition(
     Ok((store, checkpoint))
 }
 
+/// Header on every alert: `<canonical partition>/<offset>` of the record that caused it.
+pub const CAUSE_HEADER: &str = "pulse.cause";
+
+/// Where the outbox drains to.
+#[derive(Default)]
+pub enum AlertSink {
+    /// The configured topics: the live service.
+    #[default]
+    Kafka,
+    /// One JSON line per record (`topic`, `key`, `headers`, `value`): replays.
+    File(std::sync::Mutex<std::io::BufWriter<std::fs::File>>),
+    /// Nothing leaves: a replay that only rebuilds state.
+    Discard,
+}
+
+/// How a fold run differs from the live service's.
+#[derive(Default)]
+pub struct FoldOptions {
+    pub sink: AlertSink,
+    /// Stop, cleanly, once every listed partition has folded up to (excluding) its offset.
+    pub stop_at: Option<BTreeMap<i32, i64>>,
+}
+
 /// What the HTTP API may read: the stores of the partitions this instance folds and their
 /// committed clocks.
 #[derive(Default)]
@@ -142,6 +165,7 @@ pub struct Shared {
 
 /// The in-memory working set of one partition between commits.
 struct PartitionTask {
+    partition: i32,
     store: PartitionStore,
     customers: HashMap<String, CustomerState>,
     timers: BTreeSet<(Millis, String)>,
@@ -166,6 +190,7 @@ struct PartitionTask {
 
 struct Fold {
     config: Arc<Config>,
+    options: FoldOptions,
     producer: FutureProducer,
     tasks: BTreeMap<i32, PartitionTask>,
     shared: Arc<Shared>,
@@ -175,6 +200,7 @@ pub async fn run(
     config: Arc<Config>,
     mut shutdown: watch::Receiver<bool>,
     shared: Arc<Shared>,
+    options: FoldOptions,
 ) -> Result<(), PipelineError> {
     let (tx, rx) = mpsc::channel();
     let context = FoldContext {
@@ -202,6 +228,7 @@ pub async fn run(
         tasks: BTreeMap::new(),
         shared,
         config: config.clone(),
+        options,
     };
     tracing::info!("fold started");
     let mut commit_timer =
@@ -214,6 +241,7 @@ pub async fn run(
             _ = commit_timer.tick() => {
                 fold.apply_rebalances(&rx)?;
                 if let Err(e) = fold.commit_all(&consumer).await { break Err(e) }
+                if fold.reached_stop() { break Ok(()) }
             }
             msg = consumer.recv() => {
                 let msg = match msg { Ok(m) => m, Err(e) => break Err(e.into()) };
@@ -222,6 +250,11 @@ pub async fn run(
                 let p = msg.partition();
                 if fold.tasks.get(&p).is_some_and(|t| t.records >= config.fold.commit_max_events) {
                     if let Err(e) = fold.commit(&consumer, p).await { break Err(e) }
+                }
+                if fold.options.stop_at.as_ref().is_some_and(|ends| ends.get(&p) == Some(&(msg.offset() + 1)))
+                    && fold.reached_stop()
+                {
+                    break Ok(());
                 }
             }
         }
@@ -240,12 +273,20 @@ pub async fn run(
 }
 
 impl Fold {
+    fn reached_stop(&self) -> bool {
+        self.options.stop_at.as_ref().is_some_and(|ends| {
+            ends.iter().all(|(p, end)| {
+                *end <= 0 || self.tasks.get(p).is_some_and(|t| t.next_offset >= *end)
+            })
+        })
+    }
+
     fn apply_rebalances(&mut self, rx: &mpsc::Receiver<Rebalance>) -> Result<(), PipelineError> {
         while let Ok(event) = rx.try_recv() {
             match event {
                 Rebalance::Assigned(stores) => {
                     for (p, store) in stores {
-                        let task = PartitionTask::load(store)?;
+                        let task = PartitionTask::load(p, store)?;
                         tracing::info!(
                             partition = p,
                             customers = task.customers.len(),
@@ -374,16 +415,35 @@ impl Fold {
         if !task.unacked.is_empty() {
             let unacked = std::mem::take(&mut task.unacked);
             telemetry::outbox_depth(unacked.len());
-            let mut out = Outstanding::default();
-            for (_, r) in &unacked {
-                let hdrs = headers(&r.headers);
-                let rec = FutureRecord::to(&r.topic)
-                    .key(r.key.as_str())
-                    .payload(r.value.as_slice())
-                    .headers(hdrs);
-                out.send(&self.producer, rec).await?;
+            match &self.options.sink {
+                AlertSink::Kafka => {
+                    let mut out = Outstanding::default();
+                    for (_, r) in &unacked {
+                        let hdrs = headers(&r.headers);
+                        let rec = FutureRecord::to(&r.topic)
+                            .key(r.key.as_str())
+                            .payload(r.value.as_slice())
+                            .headers(hdrs);
+                        out.send(&self.producer, rec).await?;
+                    }
+                    out.wait().await?;
+                }
+                AlertSink::File(file) => {
+                    use std::io::Write;
+                    let mut file = file.lock().expect("lock");
+                    for (_, r) in &unacked {
+                        let line = serde_json::json!({
+                            "topic": r.topic,
+                            "key": r.key,
+                            "headers": r.headers.iter().cloned().collect::<BTreeMap<_, _>>(),
+                            "value": String::from_utf8_lossy(&r.value),
+                        });
+                        writeln!(file, "{line}").map_err(PipelineError::Sink)?;
+                    }
+                    file.flush().map_err(PipelineError::Sink)?;
+                }
+                AlertSink::Discard => {}
             }
-            out.wait().await?;
             task.store.ack_outbox(unacked.iter().map(|(seq, _)| *seq))?;
             telemetry::outbox_depth(0);
         }
@@ -392,7 +452,7 @@ impl Fold {
 }
 
 impl PartitionTask {
-    fn load(store: PartitionStore) -> Result<Self, PipelineError> {
+    fn load(partition: i32, store: PartitionStore) -> Result<Self, PipelineError> {
         let checkpoint = store.checkpoint()?.unwrap_or_default();
         let mut customers = HashMap::new();
         let mut timers = BTreeSet::new();
@@ -413,6 +473,7 @@ impl PartitionTask {
         let unacked = store.outbox()?;
         let next_outbox_seq = unacked.last().map_or(0, |(s, _)| s + 1);
         Ok(PartitionTask {
+            partition,
             customers,
             timers,
             dedupe: order.iter().map(|(t, k)| (*k, *t)).collect(),
@@ -541,10 +602,12 @@ impl PartitionTask {
             AlertKind::SegmentChanged => &config.topics.segment_changes,
             AlertKind::LifecycleStageChanged => &config.topics.lifecycle_changes,
         };
-        let headers = alert_headers(&wire, "pulse", encoding)
+        let mut headers: Vec<(String, String)> = alert_headers(&wire, "pulse", encoding)
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
+        // Lineage: the canonical-log record that caused the alert (replay --verify uses it).
+        headers.push((CAUSE_HEADER.into(), format!("{}/{offset}", self.partition)));
         self.outbox_push(OutboxRecord {
             topic: topic.clone(),
             key: alert.customer_id.clone(),

@@ -11,6 +11,7 @@ pub mod http;
 pub mod ingest;
 pub mod kafka;
 pub mod producer;
+pub mod replay;
 pub mod simulate;
 pub mod telemetry;
 
@@ -37,6 +38,8 @@ pub enum PipelineError {
     ProducerGone,
     #[error("http listener")]
     Http(#[source] std::io::Error),
+    #[error("cannot write the alert file")]
+    Sink(#[source] std::io::Error),
 }
 
 /// Liveness of the pipelines, for /readyz.
@@ -153,7 +156,7 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
         );
         pipelines.spawn(async move {
             st.fold_running.store(true, Ordering::Relaxed);
-            let r = fold::run(c, s, sh).await;
+            let r = fold::run(c, s, sh, fold::FoldOptions::default()).await;
             st.fold_running.store(false, Ordering::Relaxed);
             r
         });
