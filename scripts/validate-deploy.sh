@@ -428,6 +428,10 @@ PROM_PID=$!
 while [ $(($(date +%s) - DEMO_T0)) -lt 14 ]; do sleep 1; done
 curl -fsS "http://$ADDR/metrics" >"$WORK/metrics.txt" || fail "could not scrape http://$ADDR/metrics"
 info "scraped $(grep -vc '^#' "$WORK/metrics.txt") samples from http://$ADDR/metrics"
+# promtool's exposition lint (names, units, help texts) must have nothing to say.
+LINT="$(promtool check metrics <"$WORK/metrics.txt" 2>&1)" || true
+[ -z "$LINT" ] || fail "promtool check metrics on a live scrape: $LINT"
+ok "promtool check metrics on the live scrape: clean"
 curl -fsS "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null 2>&1 ||
   { cat "$WORK/prometheus.log" >&2; fail "the loopback Prometheus is not ready"; }
 

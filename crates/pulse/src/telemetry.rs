@@ -119,6 +119,16 @@ fn describe() {
         Unit::Count,
         "Canonical-log partitions this instance folds."
     );
+    describe_gauge!(
+        CONSUMER_LAG,
+        Unit::Count,
+        "Records between a partition's high watermark and the group's committed offset (librdkafka statistics), by group, topic and partition."
+    );
+    // Counters that may stay at zero for a long time are exported from the start, so rules and
+    // dashboards see a series (rate() of a missing series is no data, not 0).
+    counter!(FOLD_DUPLICATES).absolute(0);
+    counter!(FOLD_CORRUPT).absolute(0);
+    counter!(FOLD_TIMERS_FIRED).absolute(0);
 }
 
 pub fn ingest_accepted(family: &'static str) {
