@@ -339,6 +339,66 @@ pub fn read_state(
     Ok((customers, checkpoints))
 }
 
+/// Runs ingest alone (with `cfg`, whose fold must be disabled) over the simulator's records,
+/// so that several fold runs can read one and the same canonical log. Creates the topics.
+/// Returns the end offset of each canonical partition once ingest has stopped.
+pub async fn build_canonical_log(
+    broker: &Broker,
+    cfg: &Config,
+    sim: pulse::simulate::SimConfig,
+    partitions: i32,
+) -> anyhow::Result<BTreeMap<i32, i64>> {
+    assert!(!cfg.fold.enabled, "ingest only");
+    broker.create_all(cfg, partitions).await?;
+    let records: Vec<_> = pulse::simulate::Simulator::new(sim).collect();
+    let running = pulse::start(cfg.clone()).await?;
+    let p = producer(&broker.bootstrap());
+    for r in &records {
+        produce(
+            &p,
+            pulse::demo::input_topic(cfg, r.topic),
+            r.key.as_deref(),
+            &r.value,
+            &[],
+        )
+        .await?;
+    }
+    let valid = records.iter().filter(|r| r.malformed.is_none()).count();
+    let canonical = consume_until(
+        &broker.bootstrap(),
+        &[&cfg.topics.canonical],
+        Duration::from_secs(120),
+        |recs| recs.iter().filter(|r| r.key.is_some()).count() >= valid,
+    )?;
+    assert_eq!(
+        canonical.iter().filter(|r| r.key.is_some()).count(),
+        valid,
+        "every valid input event reached the canonical log once"
+    );
+    running.stop().await?;
+    let mut ends = BTreeMap::new();
+    for r in consume_all(
+        &broker.bootstrap(),
+        &[&cfg.topics.canonical],
+        Duration::from_secs(2),
+    )? {
+        let e = ends.entry(r.partition).or_insert(0);
+        *e = (*e).max(r.offset + 1);
+    }
+    Ok(ends)
+}
+
+/// Whether a running fold has committed every partition up to its end offset.
+pub fn caught_up(running: &pulse::Running, ends: &BTreeMap<i32, i64>) -> bool {
+    let parts = running.shared.partitions.read().expect("lock");
+    ends.iter().all(|(p, end)| {
+        parts
+            .get(p)
+            .and_then(|(s, _)| s.checkpoint().ok().flatten())
+            .is_some_and(|c| c.next_offset >= *end)
+    })
+}
+
 /// Sums `f` over the partition stores a running service holds.
 pub fn sum_partitions(
     running: &pulse::Running,

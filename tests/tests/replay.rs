@@ -2,15 +2,12 @@
 //! byte-identical alerts (`--verify` compares them alert by alert); a replay with another rule
 //! version is reported as different, not silently accepted.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use pulse::replay::{replay, ReplayArgs};
-use pulse::simulate::{SimConfig, Simulator};
-use pulse_e2e::{
-    config, consume_all, consume_until, produce, producer, read_state, wait_for, Broker,
-};
+use pulse::simulate::SimConfig;
+use pulse_e2e::{build_canonical_log, caught_up, config, read_state, wait_for, Broker};
 
 /// The overrides the live run used, as a config file for `pulse replay`.
 fn config_file(dir: &Path, broker: &Broker, extra: &str) -> anyhow::Result<std::path::PathBuf> {
@@ -36,57 +33,20 @@ async fn replay_reproduces_live_state_and_alerts() -> anyhow::Result<()> {
         "live",
         "[fold]\nenabled = false\n",
     );
-    broker.create_all(&ingest_cfg, 3).await?;
-    let records: Vec<_> = Simulator::new(SimConfig {
+    let sim = SimConfig {
         customers: 50,
         duration_ms: 200 * pulse_core::DAY,
         malformed_per_mille: 0,
         ..SimConfig::default()
-    })
-    .collect();
-    let ingest = pulse::start(ingest_cfg.clone()).await?;
-    let p = producer(&broker.bootstrap());
-    for r in &records {
-        produce(
-            &p,
-            pulse::demo::input_topic(&ingest_cfg, r.topic),
-            r.key.as_deref(),
-            &r.value,
-            &[],
-        )
-        .await?;
-    }
-    consume_until(
-        &broker.bootstrap(),
-        &[&ingest_cfg.topics.canonical],
-        Duration::from_secs(120),
-        |recs| recs.iter().filter(|r| r.key.is_some()).count() >= records.len(),
-    )?;
-    ingest.stop().await?;
-    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
-    for r in consume_all(
-        &broker.bootstrap(),
-        &[&ingest_cfg.topics.canonical],
-        Duration::from_secs(2),
-    )? {
-        let e = ends.entry(r.partition).or_default();
-        *e = (*e).max(r.offset + 1);
-    }
+    };
+    let ends = build_canonical_log(&broker, &ingest_cfg, sim, 3).await?;
     let live_dir = tmp.path().join("live");
     let fold_cfg = config(&broker, &live_dir, "live", "[ingest]\nenabled = false\n");
     let fold = pulse::start(fold_cfg).await?;
     wait_for(
         "the live fold to reach the end",
         Duration::from_secs(120),
-        || {
-            let parts = fold.shared.partitions.read().expect("lock");
-            ends.iter().all(|(p, end)| {
-                parts
-                    .get(p)
-                    .and_then(|(s, _)| s.checkpoint().ok().flatten())
-                    .is_some_and(|c| c.next_offset >= *end)
-            })
-        },
+        || caught_up(&fold, &ends),
     )
     .await?;
     fold.stop().await?;

@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use pulse::simulate::{SimConfig, Simulator};
+use pulse::simulate::SimConfig;
 use pulse_e2e::{
-    config, consume_all, produce, producer, read_state, sum_partitions, wait_for, Broker, Rec,
+    build_canonical_log, caught_up, config, consume_all, read_state, sum_partitions, wait_for,
+    Broker, Rec,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -21,54 +22,15 @@ enum Interruption {
 
 const PARTITIONS: i32 = 3;
 
-/// Runs ingest alone over simulated input, so both fold runs read one and the same log.
-/// Returns the end offset of each canonical partition.
-async fn build_canonical_log(broker: &Broker, dir: &Path) -> anyhow::Result<BTreeMap<i32, i64>> {
+async fn canonical_log(broker: &Broker, dir: &Path) -> anyhow::Result<BTreeMap<i32, i64>> {
     let cfg = config(broker, dir, "ingest", "[fold]\nenabled = false\n");
-    broker.create_all(&cfg, PARTITIONS).await?;
     let sim = SimConfig {
         customers: 60,
         duration_ms: 150 * pulse_core::DAY,
         malformed_per_mille: 0,
         ..SimConfig::default()
     };
-    let p = producer(&broker.bootstrap());
-    let records: Vec<_> = Simulator::new(sim).collect();
-    let running = pulse::start(cfg.clone()).await?;
-    for r in &records {
-        produce(
-            &p,
-            pulse::demo::input_topic(&cfg, r.topic),
-            r.key.as_deref(),
-            &r.value,
-            &[],
-        )
-        .await?;
-    }
-    let n = records.len();
-    let canonical = pulse_e2e::consume_until(
-        &broker.bootstrap(),
-        &[&cfg.topics.canonical],
-        Duration::from_secs(120),
-        |recs| recs.iter().filter(|r| r.key.is_some()).count() >= n,
-    )?;
-    assert_eq!(
-        canonical.iter().filter(|r| r.key.is_some()).count(),
-        n,
-        "every input event reached the canonical log once"
-    );
-    running.stop().await?;
-    let all = consume_all(
-        &broker.bootstrap(),
-        &[&cfg.topics.canonical],
-        Duration::from_secs(2),
-    )?;
-    let mut ends = BTreeMap::new();
-    for r in &all {
-        let e = ends.entry(r.partition).or_insert(0);
-        *e = (*e).max(r.offset + 1);
-    }
-    Ok(ends)
+    build_canonical_log(broker, &cfg, sim, PARTITIONS).await
 }
 
 /// Fold-only config writing alerts to topics prefixed by `run`.
@@ -105,16 +67,6 @@ fn folded(running: &pulse::Running) -> i64 {
     })
 }
 
-fn caught_up(running: &pulse::Running, ends: &BTreeMap<i32, i64>) -> bool {
-    let parts = running.shared.partitions.read().expect("lock");
-    ends.iter().all(|(p, end)| {
-        parts
-            .get(p)
-            .and_then(|(s, _)| s.checkpoint().ok().flatten())
-            .is_some_and(|c| c.next_offset >= *end)
-    })
-}
-
 async fn run_to_end(cfg: pulse::Config, ends: &BTreeMap<i32, i64>) -> anyhow::Result<()> {
     let running = pulse::start(cfg).await?;
     wait_for(
@@ -142,7 +94,7 @@ async fn restart_gives_the_same_state(
     how: Interruption,
 ) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let ends = build_canonical_log(&broker, &tmp.path().join("ingest")).await?;
+    let ends = canonical_log(&broker, &tmp.path().join("ingest")).await?;
     let total: i64 = ends.values().sum();
 
     // A: one uninterrupted run.
