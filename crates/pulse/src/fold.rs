@@ -291,6 +291,7 @@ impl Fold {
                             partition = p,
                             customers = task.customers.len(),
                             next_offset = task.next_offset,
+                            outbox = task.unacked.len(),
                             "partition assigned"
                         );
                         self.shared
