@@ -650,3 +650,122 @@ fn sigkill_crash_loop_loses_nothing_and_duplicates_are_identical() {
         "duplicates ({duplicates}) bounded by the outbox in flight at the kills ({resent})"
     );
 }
+
+/// `chattr +i` on everything under a directory, undone on drop. The immutable flag is the one
+/// way found here to make writes fail for root (who ignores permission bits) without mounting
+/// anything: the kernel refuses every write, even through descriptors opened before, with
+/// EPERM, and refuses to create files in an immutable directory. Needs ext4/xfs/btrfs.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(dir: &Path) -> Immutable {
+        chattr("+i", dir);
+        Immutable(dir.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        chattr("-i", &self.0);
+    }
+}
+
+fn chattr(flag: &str, dir: &Path) {
+    let out = Command::new("chattr")
+        .args(["-R", flag])
+        .arg(dir)
+        .output()
+        .expect("chattr (e2fsprogs) is needed to make a directory refuse writes as root");
+    assert!(
+        out.status.success(),
+        "chattr {flag} {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn metric(addr: &str, name: &str) -> Option<f64> {
+    let (code, body) = http_get(addr, "/metrics")?;
+    (code == 200).then_some(())?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn a_state_dir_that_refuses_writes_stops_fold_and_loses_nothing() {
+    let started = Instant::now();
+    let broker = Broker::new();
+    let bootstrap = broker.bootstrap.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg_file = write_config(tmp.path());
+    let state_dir = tmp.path().join("state");
+
+    let input = records(400, 365);
+    let n = input.len();
+    let feeder = feed(bootstrap.clone(), input, 4_000);
+    let log = tmp.path().join("run-0.log");
+    let mut svc = Service::start(&bootstrap, &cfg_file, &state_dir, log.clone());
+    svc.wait_assigned();
+    // Fault mid-stream, once fold has committed a few times.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&svc.addr, "pulse_fold_commit_duration_seconds_count").unwrap_or(0.0) < 5.0 {
+        assert!(Instant::now() < deadline, "no commits; {}", tail(&log));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let fault = Immutable::set(&state_dir);
+    eprintln!(
+        "storage fault: state dir immutable at t = {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    // The next commit fails: fold stops, /readyz turns red, the process exits 1.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut red = None;
+    let code = loop {
+        if let Some(status) = svc.child.try_wait().expect("try_wait") {
+            break status.code();
+        }
+        if let Some((code, body)) = http_get(&svc.addr, "/readyz") {
+            if code == 503 {
+                red = Some(body.trim().to_string());
+            } else {
+                assert!(red.is_none(), "/readyz turned green again: {body}");
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pulse kept running on a state dir that refuses writes (readyz: {red:?}); log: {}",
+            tail(&log)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    eprintln!(
+        "storage fault: exit code {code:?}, /readyz 503 seen: {red:?}; last log line: {}",
+        logged.lines().last().unwrap_or_default()
+    );
+    assert_eq!(code, Some(1), "a failed commit is a runtime failure");
+    assert!(
+        logged.contains("pipeline failed") && logged.contains("state store"),
+        "the storage failure is what stopped it, and it is logged: {}",
+        tail(&log)
+    );
+
+    // Fix the fault, restart on the same state, run to the end: nothing is lost.
+    drop(fault);
+    let log = tmp.path().join("run-1.log");
+    let mut svc = Service::start(&bootstrap, &cfg_file, &state_dir, log.clone());
+    assert_eq!(feeder.join().expect("feeder"), n);
+    wait_caught_up(&bootstrap, &mut svc);
+    assert_eq!(svc.sigterm(), Some(0), "SIGTERM exits 0");
+    let resent = resent_outbox(&log);
+    let duplicates = check_against_replay(&bootstrap, tmp.path(), &state_dir);
+    eprintln!(
+        "storage fault: {n} events, {duplicates} duplicates, bound {resent}, {:.1}s in all",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        duplicates as u64 <= resent,
+        "duplicates bounded by the re-sent outbox"
+    );
+}
