@@ -50,6 +50,17 @@ pub fn group_id(config: &Config, pipeline: &str) -> String {
 }
 
 pub fn consumer_config(config: &Config, pipeline: &str) -> ClientConfig {
+    let mut c = consumer_defaults(config, pipeline);
+    // The fold group's members name themselves by their HTTP address, so any instance can
+    // tell which one owns a partition (`fold_group_owners`). Set last: it must not be
+    // overridden by a pass-through property.
+    if pipeline == "fold" && !config.http.advertised_addr.is_empty() {
+        c.set("client.id", &config.http.advertised_addr);
+    }
+    c
+}
+
+fn consumer_defaults(config: &Config, pipeline: &str) -> ClientConfig {
     build(
         config,
         &[
@@ -148,6 +159,69 @@ pub fn partition_count(config: &Config, topic: &str) -> Result<i32, KafkaError> 
     Ok(t.partitions().len() as i32)
 }
 
+/// Which member of the fold group holds each partition of the canonical log, by the member's
+/// `client.id` (its advertised HTTP address): the group's DescribeGroups answer, whose member
+/// assignments are in the consumer protocol's format. Blocking: call off the async runtime.
+pub fn fold_group_owners(
+    config: &Config,
+    timeout: Duration,
+) -> Result<std::collections::BTreeMap<i32, String>, KafkaError> {
+    let client: BaseConsumer = client_config(config).create()?;
+    let group = group_id(config, "fold");
+    let list = client.fetch_group_list(Some(&group), timeout)?;
+    let mut owners = std::collections::BTreeMap::new();
+    for g in list.groups().iter().filter(|g| g.name() == group) {
+        for m in g.members() {
+            let Some(bytes) = m.assignment() else {
+                continue;
+            };
+            for p in assigned_partitions(bytes, &config.topics.canonical).unwrap_or_default() {
+                owners.insert(p, m.client_id().to_string());
+            }
+        }
+    }
+    Ok(owners)
+}
+
+/// Partitions of `topic` in a ConsumerProtocolAssignment (any version: v0..v3 all start with
+/// version, then `[topic: string, partitions: [int32]]`; later fields are not needed).
+/// `None` when the bytes are malformed.
+pub fn assigned_partitions(bytes: &[u8], topic: &str) -> Option<Vec<i32>> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if b.len() < n {
+            return None;
+        }
+        let (head, rest) = b.split_at(n);
+        *b = rest;
+        Some(head)
+    }
+    fn int16(b: &mut &[u8]) -> Option<i16> {
+        take(b, 2).map(|x| i16::from_be_bytes([x[0], x[1]]))
+    }
+    fn int32(b: &mut &[u8]) -> Option<i32> {
+        take(b, 4).map(|x| i32::from_be_bytes([x[0], x[1], x[2], x[3]]))
+    }
+    let mut b = bytes;
+    if b.is_empty() {
+        return Some(Vec::new()); // a member without an assignment yet
+    }
+    let _version = int16(&mut b)?;
+    let topics = int32(&mut b)?;
+    let mut out = Vec::new();
+    for _ in 0..topics.max(0) {
+        let len = int16(&mut b)?;
+        let name = take(&mut b, usize::try_from(len).ok()?)?;
+        let n = int32(&mut b)?;
+        for _ in 0..n.max(0) {
+            let p = int32(&mut b)?;
+            if name == topic.as_bytes() {
+                out.push(p);
+            }
+        }
+    }
+    Some(out)
+}
+
 /// Creates one topic (admin API); an existing one is left as it is.
 pub async fn create_topic(config: &Config, name: &str, partitions: i32) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = client_config(config).create()?;
@@ -174,6 +248,20 @@ pub async fn create_topics(config: &Config, partitions: i32) -> Result<(), Kafka
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consumer_protocol_assignments_parse() {
+        // version 1, topics [("t", [0, 2]), ("other", [1])], userdata null.
+        let mut b = vec![0, 1, 0, 0, 0, 2];
+        b.extend([0, 1, b't', 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2]);
+        b.extend([0, 5]);
+        b.extend(b"other");
+        b.extend([0, 0, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(assigned_partitions(&b, "t"), Some(vec![0, 2]));
+        assert_eq!(assigned_partitions(&b, "other"), Some(vec![1]));
+        assert_eq!(assigned_partitions(&b[..9], "t"), None);
+        assert_eq!(assigned_partitions(&[], "t"), Some(vec![]));
+    }
 
     #[test]
     fn murmur2_matches_the_java_client() {
