@@ -429,8 +429,13 @@ async fn owner_of(state: &Arc<HttpState>, partition: i32) -> Option<String> {
             found
         }
         Err(e) => {
+            // Remembered like an answer, so a broker without DescribeGroups is asked once per
+            // cache period, not once per request.
             tracing::warn!(error = %e, "cannot read the fold group's assignments");
-            cached.and_then(|(_, map)| usable(&map))
+            let map = cached.map(|(_, map)| map).unwrap_or_default();
+            let found = usable(&map);
+            *state.owners.lock().expect("lock") = Some((Instant::now(), map));
+            found
         }
     }
 }

@@ -159,25 +159,66 @@ pub fn partition_count(config: &Config, topic: &str) -> Result<i32, KafkaError> 
     Ok(t.partitions().len() as i32)
 }
 
+/// One member of the fold group as DescribeGroups shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    /// The member's `client.id`: its advertised HTTP address. Brokers that leave the field
+    /// empty (tansu) still show it as the prefix of the member id (`<client.id>-<uuid>`).
+    pub client_id: String,
+    pub member_id: String,
+    /// Its partitions of the canonical log; `None` when the broker sent no assignment.
+    pub partitions: Option<Vec<i32>>,
+}
+
+/// The fold group's members (DescribeGroups, through librdkafka's group list). Blocking: call
+/// off the async runtime.
+pub fn describe_fold_group(
+    config: &Config,
+    timeout: Duration,
+) -> Result<Vec<GroupMember>, KafkaError> {
+    let client: BaseConsumer = client_config(config).create()?;
+    let group = group_id(config, "fold");
+    let list = client.fetch_group_list(Some(&group), timeout)?;
+    let mut members = Vec::new();
+    for g in list.groups().iter().filter(|g| g.name() == group) {
+        for m in g.members() {
+            let client_id = match m.client_id() {
+                "" => client_id_from_member_id(m.id()).to_string(),
+                id => id.to_string(),
+            };
+            members.push(GroupMember {
+                client_id,
+                member_id: m.id().to_string(),
+                partitions: m
+                    .assignment()
+                    .filter(|b| !b.is_empty())
+                    .and_then(|b| assigned_partitions(b, &config.topics.canonical)),
+            });
+        }
+    }
+    Ok(members)
+}
+
+/// `<client.id>-<uuid>` → `<client.id>` (the member ids brokers hand out).
+fn client_id_from_member_id(member_id: &str) -> &str {
+    match member_id.len().checked_sub(37) {
+        Some(cut) if member_id.is_char_boundary(cut) && member_id[cut..].starts_with('-') => {
+            &member_id[..cut]
+        }
+        _ => member_id,
+    }
+}
+
 /// Which member of the fold group holds each partition of the canonical log, by the member's
-/// `client.id` (its advertised HTTP address): the group's DescribeGroups answer, whose member
-/// assignments are in the consumer protocol's format. Blocking: call off the async runtime.
+/// `client.id` (its advertised HTTP address).
 pub fn fold_group_owners(
     config: &Config,
     timeout: Duration,
 ) -> Result<std::collections::BTreeMap<i32, String>, KafkaError> {
-    let client: BaseConsumer = client_config(config).create()?;
-    let group = group_id(config, "fold");
-    let list = client.fetch_group_list(Some(&group), timeout)?;
     let mut owners = std::collections::BTreeMap::new();
-    for g in list.groups().iter().filter(|g| g.name() == group) {
-        for m in g.members() {
-            let Some(bytes) = m.assignment() else {
-                continue;
-            };
-            for p in assigned_partitions(bytes, &config.topics.canonical).unwrap_or_default() {
-                owners.insert(p, m.client_id().to_string());
-            }
+    for m in describe_fold_group(config, timeout)? {
+        for p in m.partitions.unwrap_or_default() {
+            owners.insert(p, m.client_id.clone());
         }
     }
     Ok(owners)
@@ -248,6 +289,15 @@ pub async fn create_topics(config: &Config, partitions: i32) -> Result<(), Kafka
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn member_ids_start_with_the_client_id() {
+        assert_eq!(
+            client_id_from_member_id("http://127.0.0.1:35715-189b24d8-22c4-4aef-bfa9-35473eb5d504"),
+            "http://127.0.0.1:35715"
+        );
+        assert_eq!(client_id_from_member_id("short"), "short");
+    }
 
     #[test]
     fn consumer_protocol_assignments_parse() {
