@@ -147,7 +147,7 @@ impl std::fmt::Debug for TokenConfig {
 }
 
 /// Scopes a token may carry: `customers:read` for `/v1/customers/*`, `stats:read` for
-/// `/v1/stages`, `/v1/segments` and `/v1/openapi.json`.
+/// `/v1/stages` and `/v1/segments`; `/v1/openapi.json` takes any valid token.
 pub const SCOPES: [&str; 2] = ["customers:read", "stats:read"];
 /// Shorter secrets are refused: a bearer token must not be guessable.
 pub const MIN_TOKEN_LEN: usize = 16;
