@@ -292,21 +292,60 @@ pub async fn wait_for(
 
 /// GET over a real TCP connection; returns (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let r = http_request(addr, path, &[])?;
+    Ok((r.status, r.body))
+}
+
+/// One HTTP response: status, headers (names lowercased) and body.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+}
+
+/// GET with extra request `headers` over a real TCP connection.
+pub fn http_request(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<HttpResponse> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
     )?;
     let mut raw = String::new();
     s.read_to_string(&mut raw)?;
     let (head, body) = raw.split_once("\r\n\r\n").context("no header end")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
         .context("no status")?
         .parse()?;
-    Ok((status, body.to_string()))
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+/// GET `url` (`http://host:port/path`, as in a `not_owner` answer's owner + a path).
+pub fn http_get_url(url: &str, headers: &[(&str, &str)]) -> anyhow::Result<HttpResponse> {
+    let rest = url.strip_prefix("http://").context("http:// URL")?;
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let addr: SocketAddr = host.parse().context("host:port")?;
+    http_request(addr, if path.is_empty() { "/" } else { path }, headers)
 }
 
 /// The state of every customer in the partition stores under `state_dir` (opened read-only

@@ -105,7 +105,52 @@ pub struct FoldConfig {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub addr: SocketAddr,
+    /// The base URL other instances and clients reach this one at; "" = `http://<bound addr>`.
+    /// Also the fold consumer's `client.id`, which is how owners are found (see http.rs).
+    pub advertised_addr: String,
+    /// Paths served without authentication.
+    pub open_paths: Vec<String>,
+    /// How long the fold group's partition → owner map is cached, milliseconds.
+    pub owner_cache_ms: u64,
+    pub auth: AuthConfig,
 }
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub enabled: bool,
+    pub tokens: Vec<TokenConfig>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    /// The secret itself (better: `token_env`). After loading, holds the resolved secret.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Name of the environment variable holding the secret.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    pub scopes: Vec<String>,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("name", &self.name)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_env", &self.token_env)
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
+/// Scopes a token may carry: `customers:read` for `/v1/customers/*`, `stats:read` for
+/// `/v1/stages` and `/v1/segments`; `/v1/openapi.json` takes any valid token.
+pub const SCOPES: [&str; 2] = ["customers:read", "stats:read"];
+/// Shorter secrets are refused: a bearer token must not be guessable.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -142,7 +187,33 @@ impl Config {
             merge(&mut value, parse(&text, &path.display().to_string())?);
         }
         apply_env(&mut value, std::env::vars())?;
-        Config::from_value(value)
+        let mut config = Config::from_value(value)?;
+        config.resolve_secrets(|k| std::env::var(k).ok())?;
+        Ok(config)
+    }
+
+    /// Reads every `http.auth.tokens[i].token_env` through `env` into `token`; a missing or
+    /// too short secret is refused, naming the key (never the secret).
+    pub fn resolve_secrets(
+        &mut self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        for (i, t) in self.http.auth.tokens.iter_mut().enumerate() {
+            if let Some(var) = &t.token_env {
+                let key = format!("http.auth.tokens[{i}].token_env");
+                let secret = env(var).ok_or_else(|| {
+                    ConfigError::invalid(&key, format!("environment variable `{var}` is not set"))
+                })?;
+                if secret.len() < MIN_TOKEN_LEN {
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!("the token in `{var}` is shorter than {MIN_TOKEN_LEN} characters"),
+                    ));
+                }
+                t.token = Some(secret);
+            }
+        }
+        Ok(())
     }
 
     /// The defaults with `overrides` (a TOML fragment) on top; for tests and the demo.
@@ -253,9 +324,76 @@ impl Config {
                 ));
             }
         }
+        self.validate_http()?;
         self.scoring
             .validate()
             .map_err(|e| ConfigError::invalid(format!("scoring.{}", e.key), e.reason))
+    }
+}
+
+impl Config {
+    fn validate_http(&self) -> Result<(), ConfigError> {
+        let a = &self.http.advertised_addr;
+        if !(a.is_empty() || a.starts_with("http://") || a.starts_with("https://")) {
+            return Err(ConfigError::invalid(
+                "http.advertised_addr",
+                "must be empty or a base URL such as http://pulse-0.pulse:9464",
+            ));
+        }
+        for (i, p) in self.http.open_paths.iter().enumerate() {
+            if !p.starts_with('/') {
+                return Err(ConfigError::invalid(
+                    format!("http.open_paths[{i}]"),
+                    "must start with /",
+                ));
+            }
+        }
+        let auth = &self.http.auth;
+        if auth.enabled && auth.tokens.is_empty() {
+            return Err(ConfigError::invalid(
+                "http.auth.tokens",
+                "auth is enabled but no token is configured",
+            ));
+        }
+        for (i, t) in auth.tokens.iter().enumerate() {
+            let key = |k: &str| format!("http.auth.tokens[{i}].{k}");
+            if t.name.trim().is_empty() {
+                return Err(ConfigError::invalid(key("name"), "must not be empty"));
+            }
+            if auth.tokens[..i].iter().any(|o| o.name == t.name) {
+                return Err(ConfigError::invalid(
+                    key("name"),
+                    format!("token name `{}` is used twice", t.name),
+                ));
+            }
+            match (&t.token, &t.token_env) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(ConfigError::invalid(
+                        key("token"),
+                        "set exactly one of `token` and `token_env`",
+                    ))
+                }
+                (Some(secret), None) if secret.len() < MIN_TOKEN_LEN => {
+                    return Err(ConfigError::invalid(
+                        key("token"),
+                        format!("is shorter than {MIN_TOKEN_LEN} characters"),
+                    ))
+                }
+                _ => {}
+            }
+            if t.scopes.is_empty() {
+                return Err(ConfigError::invalid(key("scopes"), "must not be empty"));
+            }
+            for (j, scope) in t.scopes.iter().enumerate() {
+                if !SCOPES.contains(&scope.as_str()) {
+                    return Err(ConfigError::invalid(
+                        format!("http.auth.tokens[{i}].scopes[{j}]"),
+                        format!("unknown scope `{scope}` (known: {})", SCOPES.join(", ")),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -356,6 +494,47 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("group.id"), "{err}");
+    }
+
+    #[test]
+    fn auth_tokens_are_validated_by_key() {
+        let ok = "[http.auth]\nenabled = true\ntokens = [{ name = \"ops\", token = \"0123456789abcdef\", scopes = [\"customers:read\"] }]";
+        let c = Config::with_overrides(ok).unwrap();
+        assert!(c.http.auth.enabled);
+        assert!(
+            !format!("{c:?}").contains("0123456789abcdef"),
+            "secrets are not printed"
+        );
+        let short = ok.replace("0123456789abcdef", "short");
+        let err = Config::with_overrides(&short).unwrap_err().to_string();
+        assert!(err.contains("http.auth.tokens[0].token"), "{err}");
+        let scope = ok.replace("customers:read", "customers:write");
+        let err = Config::with_overrides(&scope).unwrap_err().to_string();
+        assert!(
+            err.contains("http.auth.tokens[0].scopes[0]") && err.contains("customers:write"),
+            "{err}"
+        );
+        let none = "[http.auth]\nenabled = true";
+        let err = Config::with_overrides(none).unwrap_err().to_string();
+        assert!(err.contains("http.auth.tokens"), "{err}");
+        let from_env = "[http.auth]\nenabled = true\ntokens = [{ name = \"ops\", token_env = \"T_OPS\", scopes = [\"stats:read\"] }]";
+        let mut c = Config::with_overrides(from_env).unwrap();
+        let err = c.resolve_secrets(|_| None).unwrap_err().to_string();
+        assert!(
+            err.contains("http.auth.tokens[0].token_env") && err.contains("T_OPS"),
+            "{err}"
+        );
+        let err = c
+            .resolve_secrets(|_| Some("tiny".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("shorter") && !err.contains("tiny"), "{err}");
+        c.resolve_secrets(|_| Some("a-long-enough-secret".into()))
+            .unwrap();
+        assert_eq!(
+            c.http.auth.tokens[0].token.as_deref(),
+            Some("a-long-enough-secret")
+        );
     }
 
     #[test]

@@ -19,7 +19,9 @@ use pulse_codec::{
     alert_headers, alert_to_wire, decode_canonical, encode_alert, Canonical, Encoding,
 };
 use pulse_core::hash::event_key;
-use pulse_core::{decide, Alert, AlertKind, Body, CustomerState, Input, Millis, Stage, DAY};
+use pulse_core::{
+    decide, Alert, AlertKind, Body, CustomerState, Input, Millis, Segment, Stage, DAY,
+};
 use pulse_store::{Checkpoint, Commit, OutboxRecord, PartitionStore};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -156,11 +158,59 @@ pub struct FoldOptions {
 }
 
 /// What the HTTP API may read: the stores of the partitions this instance folds and their
-/// committed clocks.
+/// committed clocks, and per partition the customers in each announced stage and segment.
 #[derive(Default)]
 pub struct Shared {
     pub partitions: RwLock<BTreeMap<i32, (PartitionStore, Arc<AtomicI64>)>>,
     pub canonical_partitions: AtomicI64,
+    pub counts: RwLock<BTreeMap<i32, Arc<Counts>>>,
+}
+
+/// Customers of one partition per announced lifecycle stage and RFM segment, kept up to date
+/// by fold as customers appear, change and are erased (never by a scan). Each change also
+/// moves the process-wide `pulse_customers` / `pulse_customers_by_segment` gauges. Counts
+/// cover the working set, which runs ahead of the last commit by at most one batch.
+#[derive(Default)]
+pub struct Counts {
+    stages: [AtomicI64; Stage::ALL.len()],
+    segments: [AtomicI64; Segment::ALL.len()],
+}
+
+impl Counts {
+    fn stage(&self, name: &str, delta: i64) {
+        if let Some(i) = Stage::ALL.iter().position(|s| s.as_str() == name) {
+            self.stages[i].fetch_add(delta, Ordering::Relaxed);
+            telemetry::customers_in_stage(Stage::ALL[i].as_str(), delta as f64);
+        }
+    }
+
+    fn segment(&self, name: &str, delta: i64) {
+        if let Some(i) = Segment::ALL.iter().position(|s| s.as_str() == name) {
+            self.segments[i].fetch_add(delta, Ordering::Relaxed);
+            telemetry::customers_in_segment(Segment::ALL[i].as_str(), delta as f64);
+        }
+    }
+
+    fn customer(&self, state: &CustomerState, delta: i64) {
+        self.stage(state.announced.stage.as_str(), delta);
+        self.segment(state.announced.segment.as_str(), delta);
+    }
+
+    /// `(stage, customers)` for every stage, zeros included.
+    pub fn stages(&self) -> impl Iterator<Item = (&'static str, i64)> + '_ {
+        Stage::ALL
+            .iter()
+            .zip(&self.stages)
+            .map(|(s, n)| (s.as_str(), n.load(Ordering::Relaxed)))
+    }
+
+    /// `(segment, customers)` for every segment, zeros included.
+    pub fn segments(&self) -> impl Iterator<Item = (&'static str, i64)> + '_ {
+        Segment::ALL
+            .iter()
+            .zip(&self.segments)
+            .map(|(s, n)| (s.as_str(), n.load(Ordering::Relaxed)))
+    }
 }
 
 /// The in-memory working set of one partition between commits.
@@ -174,6 +224,7 @@ struct PartitionTask {
     clock: Millis,
     next_offset: i64,
     committed_clock: Arc<AtomicI64>,
+    counts: Arc<Counts>,
     /// Since the last commit:
     dirty: HashSet<String>,
     erased: HashSet<String>,
@@ -299,6 +350,11 @@ impl Fold {
                             .write()
                             .expect("lock")
                             .insert(p, (task.store.clone(), task.committed_clock.clone()));
+                        self.shared
+                            .counts
+                            .write()
+                            .expect("lock")
+                            .insert(p, task.counts.clone());
                         self.tasks.insert(p, task);
                     }
                 }
@@ -311,6 +367,7 @@ impl Fold {
                             tracing::info!(partition = p, "partition revoked");
                         }
                         self.shared.partitions.write().expect("lock").remove(&p);
+                        self.shared.counts.write().expect("lock").remove(&p);
                     }
                 }
                 Rebalance::Failed(why) => return Err(PipelineError::Rebalance(why)),
@@ -324,6 +381,7 @@ impl Fold {
         for (p, task) in std::mem::take(&mut self.tasks) {
             task.forget_stage_counts();
             self.shared.partitions.write().expect("lock").remove(&p);
+            self.shared.counts.write().expect("lock").remove(&p);
         }
         telemetry::partitions_assigned(0);
     }
@@ -457,12 +515,13 @@ impl PartitionTask {
         let checkpoint = store.checkpoint()?.unwrap_or_default();
         let mut customers = HashMap::new();
         let mut timers = BTreeSet::new();
+        let counts = Arc::new(Counts::default());
         for entry in store.customers() {
             let (id, state) = entry?;
             if let Some(t) = state.next_timer {
                 timers.insert((t, id.clone()));
             }
-            telemetry::customers_in_stage(state.announced.stage.as_str(), 1.0);
+            counts.customer(&state, 1);
             customers.insert(id, state);
         }
         let mut order: Vec<(Millis, u128)> = store
@@ -482,6 +541,7 @@ impl PartitionTask {
             clock: checkpoint.clock,
             next_offset: checkpoint.next_offset,
             committed_clock: Arc::new(AtomicI64::new(checkpoint.clock)),
+            counts,
             dirty: HashSet::new(),
             erased: HashSet::new(),
             dedupe_changes: Vec::new(),
@@ -496,7 +556,7 @@ impl PartitionTask {
 
     fn forget_stage_counts(&self) {
         for s in self.customers.values() {
-            telemetry::customers_in_stage(s.announced.stage.as_str(), -1.0);
+            self.counts.customer(s, -1);
         }
     }
 
@@ -558,7 +618,7 @@ impl PartitionTask {
         let id = &event.customer_id;
         if event.body == Body::Erased {
             if let Some(state) = self.customers.remove(id) {
-                telemetry::customers_in_stage(state.announced.stage.as_str(), -1.0);
+                self.counts.customer(&state, -1);
                 if let Some(t) = state.next_timer {
                     self.timers.remove(&(t, id.clone()));
                 }
@@ -568,9 +628,11 @@ impl PartitionTask {
             return;
         }
         self.erased.remove(id);
+        let counts = &self.counts;
         let state = self.customers.entry(id.clone()).or_insert_with(|| {
-            telemetry::customers_in_stage(Stage::Prospect.as_str(), 1.0);
-            CustomerState::default()
+            let state = CustomerState::default();
+            counts.customer(&state, 1);
+            state
         });
         let old_timer = state.next_timer;
         let decision = decide(state, id, Input::Event(event), self.clock, &config.scoring);
@@ -591,9 +653,17 @@ impl PartitionTask {
     fn emit(&mut self, alert: Alert, offset: i64, config: &Config) {
         let id = alert.id(offset, self.alert_index);
         self.alert_index += 1;
-        if alert.kind == AlertKind::LifecycleStageChanged {
-            telemetry::customers_in_stage(stage_name(&alert.from), -1.0);
-            telemetry::customers_in_stage(stage_name(&alert.to), 1.0);
+        // The engine announces every stage and segment change with exactly one alert.
+        match alert.kind {
+            AlertKind::LifecycleStageChanged => {
+                self.counts.stage(&alert.from, -1);
+                self.counts.stage(&alert.to, 1);
+            }
+            AlertKind::SegmentChanged => {
+                self.counts.segment(&alert.from, -1);
+                self.counts.segment(&alert.to, 1);
+            }
+            AlertKind::ChurnWarning => {}
         }
         telemetry::alert(alert.kind.as_str());
         let wire = alert_to_wire(&alert, &id);
@@ -639,12 +709,4 @@ impl PartitionTask {
             outbox: std::mem::take(&mut self.outbox),
         }
     }
-}
-
-/// Stage names come from the core's own enum; map back to the static name for the label.
-fn stage_name(s: &str) -> &'static str {
-    Stage::ALL
-        .iter()
-        .find(|st| st.as_str() == s)
-        .map_or("unknown", |st| st.as_str())
 }

@@ -113,7 +113,14 @@ impl Running {
 }
 
 /// Starts the enabled pipelines and the HTTP server. Returns once the HTTP port is bound.
-pub async fn start(config: Config) -> Result<Running, PipelineError> {
+pub async fn start(mut config: Config) -> Result<Running, PipelineError> {
+    let listener = http::bind(config.http.addr)
+        .await
+        .map_err(PipelineError::Http)?;
+    let http_addr = listener.local_addr().map_err(PipelineError::Http)?;
+    if config.http.advertised_addr.is_empty() {
+        config.http.advertised_addr = format!("http://{http_addr}");
+    }
     let config = Arc::new(config);
     let prometheus = telemetry::prometheus();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -125,16 +132,12 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
         .fold_enabled
         .store(config.fold.enabled, Ordering::Relaxed);
     let shared = Arc::new(fold::Shared::default());
-    let listener = http::bind(config.http.addr)
-        .await
-        .map_err(PipelineError::Http)?;
-    let http_addr = listener.local_addr().map_err(PipelineError::Http)?;
-    let http_state = Arc::new(http::HttpState {
-        status: status.clone(),
-        shared: shared.clone(),
-        scoring: config.scoring.clone(),
+    let http_state = Arc::new(http::HttpState::new(
+        status.clone(),
+        shared.clone(),
+        config.clone(),
         prometheus,
-    });
+    ));
     tokio::spawn(http::serve(listener, http_state, shutdown_rx.clone()));
 
     let mut pipelines = tokio::task::JoinSet::new();

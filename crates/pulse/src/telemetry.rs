@@ -23,6 +23,7 @@ pub const FOLD_CLOCK: &str = "pulse_fold_partition_clock_seconds";
 pub const FOLD_CORRUPT: &str = "pulse_fold_corrupt_records_total";
 pub const ALERTS: &str = "pulse_alerts_total";
 pub const CUSTOMERS: &str = "pulse_customers";
+pub const CUSTOMERS_BY_SEGMENT: &str = "pulse_customers_by_segment";
 pub const PARTITIONS: &str = "pulse_fold_partitions_assigned";
 pub const CONSUMER_LAG: &str = "pulse_consumer_lag_records";
 
@@ -112,7 +113,12 @@ fn describe() {
     describe_gauge!(
         CUSTOMERS,
         Unit::Count,
-        "Customers held in state, by lifecycle stage."
+        "Customers held in state, by announced lifecycle stage (kept incrementally by fold)."
+    );
+    describe_gauge!(
+        CUSTOMERS_BY_SEGMENT,
+        Unit::Count,
+        "Customers held in state, by announced RFM segment (kept incrementally by fold)."
     );
     describe_gauge!(
         PARTITIONS,
@@ -202,6 +208,10 @@ pub fn alert(kind: &'static str) {
 
 pub fn customers_in_stage(stage: &'static str, delta: f64) {
     gauge!(CUSTOMERS, "stage" => stage).increment(delta);
+}
+
+pub fn customers_in_segment(segment: &'static str, delta: f64) {
+    gauge!(CUSTOMERS_BY_SEGMENT, "segment" => segment).increment(delta);
 }
 
 pub fn partitions_assigned(n: usize) {
