@@ -88,7 +88,17 @@ fn route(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes>> {
         ),
         "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" => {
-            let (ready, why) = state.status.readiness();
+            let (mut ready, mut why) = state.status.readiness();
+            let restoring = state
+                .shared
+                .restoring
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if ready && restoring > 0 {
+                (ready, why) = (
+                    false,
+                    format!("restoring {restoring} partitions from the changelog"),
+                );
+            }
             let code = if ready {
                 StatusCode::OK
             } else {
