@@ -77,6 +77,24 @@ pub fn decode_changelog(bytes: &[u8], encoding: Encoding) -> Result<Changelog, C
     }
 }
 
+/// serde for `bytes` fields as proto3 JSON has them: standard base64 with padding.
+pub(crate) mod base64_bytes {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        STANDARD
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +144,18 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["record"]["checkpoint"]["next_offset"], 10);
         assert!(decode_changelog(b"{}", Encoding::Json).is_err());
+        let bytes = encode_changelog(
+            &Changelog::Customer {
+                customer_id: "c1".into(),
+                schema_version: 1,
+                state: b"{}".to_vec(),
+            },
+            Encoding::Json,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            v["record"]["customer"]["state"], "e30=",
+            "base64, as proto3 JSON"
+        );
     }
 }
