@@ -108,15 +108,15 @@ impl Broker {
         Ok(())
     }
 
-    /// Creates every topic named in `config`: the canonical log with `canonical_partitions`,
-    /// the rest with 2.
+    /// Creates every topic named in `config`: the canonical log and the changelog with
+    /// `canonical_partitions`, the rest with 2.
     pub async fn create_all(
         &self,
         config: &Config,
         canonical_partitions: i32,
     ) -> anyhow::Result<()> {
         for (key, topic) in config.topics.named() {
-            let n = if key == "topics.canonical" {
+            let n = if key == "topics.canonical" || key == "topics.changelog" {
                 canonical_partitions
             } else {
                 2

@@ -47,10 +47,15 @@ async fn fold_config(
         run,
         &format!(
             "[ingest]\nenabled = false\n[fold]\ndedupe_window_days = {window}\ncommit_max_events = 500\n\
-             [topics]\nchurn_warnings = \"{run}.churn\"\nsegment_changes = \"{run}.segments\"\nlifecycle_changes = \"{run}.lifecycle\"\n"
+             [topics]\nchurn_warnings = \"{run}.churn\"\nsegment_changes = \"{run}.segments\"\nlifecycle_changes = \"{run}.lifecycle\"\nchangelog = \"{run}.changelog\"\n"
         ),
     );
     let t = &cfg.topics;
+    // Each run its own changelog: a fresh state dir restores from it, and run B must not
+    // start from run A's state.
+    broker
+        .create_topics(&cfg, &[&t.changelog], PARTITIONS)
+        .await?;
     broker
         .create_topics(
             &cfg,

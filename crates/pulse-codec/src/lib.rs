@@ -6,6 +6,7 @@
 
 pub mod alert;
 pub mod canonical;
+pub mod changelog;
 pub mod input;
 pub mod money;
 pub mod time;
@@ -19,6 +20,7 @@ pub mod wire {
 
 pub use alert::{alert_headers, alert_to_wire, decode_alert, encode_alert};
 pub use canonical::{decode_canonical, encode_canonical, Canonical, Source, TickSource};
+pub use changelog::{decode_changelog, encode_changelog, Changelog, CHECKPOINT_KEY};
 pub use input::{decode_input, Family, Rejection};
 
 /// How a topic's values are encoded. JSON is the default everywhere.

@@ -50,13 +50,17 @@ pub struct Checkpoint {
     pub clock: Millis,
 }
 
-/// A record to produce after the commit: an alert (later also changelog records).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A record to produce after the commit: an alert, a dead letter or a changelog record.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OutboxRecord {
     pub topic: String,
     pub key: String,
-    pub value: Vec<u8>,
+    /// `None` is a tombstone (a changelog record for an erased customer).
+    pub value: Option<Vec<u8>>,
     pub headers: Vec<(String, String)>,
+    /// An explicit partition (changelog records go to the canonical partition's number);
+    /// `None` lets the producer's partitioner pick it from the key.
+    pub partition: Option<i32>,
 }
 
 /// Everything one fold batch changed, written atomically.
@@ -275,15 +279,26 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
+/// Length marker of a tombstone's value (no real value is 4 GiB long).
+const NO_VALUE: u32 = u32::MAX;
+
+/// topic, key, value (or the tombstone marker), headers, then an optional explicit partition
+/// (records written before partitions existed simply end after the headers).
 fn encode_outbox(r: &OutboxRecord) -> Vec<u8> {
-    let mut out = Vec::with_capacity(r.value.len() + 64);
+    let mut out = Vec::with_capacity(r.value.as_ref().map_or(0, Vec::len) + 64);
     put_bytes(&mut out, r.topic.as_bytes());
     put_bytes(&mut out, r.key.as_bytes());
-    put_bytes(&mut out, &r.value);
+    match &r.value {
+        Some(v) => put_bytes(&mut out, v),
+        None => out.extend_from_slice(&NO_VALUE.to_be_bytes()),
+    }
     out.extend_from_slice(&(r.headers.len() as u32).to_be_bytes());
     for (k, v) in &r.headers {
         put_bytes(&mut out, k.as_bytes());
         put_bytes(&mut out, v.as_bytes());
+    }
+    if let Some(p) = r.partition {
+        out.extend_from_slice(&p.to_be_bytes());
     }
     out
 }
@@ -298,18 +313,29 @@ fn decode_outbox(mut b: &[u8]) -> Option<OutboxRecord> {
     let s = |v: &[u8]| String::from_utf8(v.to_vec()).ok();
     let topic = s(take(&mut b)?)?;
     let key = s(take(&mut b)?)?;
-    let value = take(&mut b)?.to_vec();
+    let value = if b.get(..4)? == NO_VALUE.to_be_bytes() {
+        b = &b[4..];
+        None
+    } else {
+        Some(take(&mut b)?.to_vec())
+    };
     let n = u32::from_be_bytes(b.get(..4)?.try_into().ok()?);
     b = &b[4..];
     let mut headers = Vec::new();
     for _ in 0..n {
         headers.push((s(take(&mut b)?)?, s(take(&mut b)?)?));
     }
+    let partition = match b.len() {
+        0 => None,
+        4 => Some(i32::from_be_bytes(b.try_into().ok()?)),
+        _ => return None,
+    };
     Some(OutboxRecord {
         topic,
         key,
         value,
         headers,
+        partition,
     })
 }
 
@@ -330,8 +356,9 @@ mod tests {
         let rec = OutboxRecord {
             topic: "t".into(),
             key: "c1".into(),
-            value: b"{}".to_vec(),
+            value: Some(b"{}".to_vec()),
             headers: vec![("ce_id".into(), "x".into())],
+            partition: None,
         };
         {
             let store = PartitionStore::open(dir.path(), true).unwrap();
@@ -399,9 +426,9 @@ mod tests {
 
     proptest! {
         #[test]
-        fn outbox_records_round_trip(topic in ".{0,20}", key in ".{0,20}", value in proptest::collection::vec(any::<u8>(), 0..200),
-                                     headers in proptest::collection::vec((".{0,8}", ".{0,8}"), 0..4)) {
-            let r = OutboxRecord { topic, key, value, headers };
+        fn outbox_records_round_trip(topic in ".{0,20}", key in ".{0,20}", value in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
+                                     headers in proptest::collection::vec((".{0,8}", ".{0,8}"), 0..4), partition in proptest::option::of(any::<i32>())) {
+            let r = OutboxRecord { topic, key, value, headers, partition };
             prop_assert_eq!(decode_outbox(&encode_outbox(&r)), Some(r));
         }
 

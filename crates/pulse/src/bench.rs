@@ -100,6 +100,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         None => {
             // The canonical topic first: create_topics leaves existing topics as they are.
             kafka::create_topic(&config, &config.topics.canonical, args.partitions).await?;
+            kafka::create_topic(&config, &config.topics.changelog, args.partitions).await?;
             kafka::create_topics(&config, 1).await?;
         }
     }

@@ -43,11 +43,12 @@ pub struct Topics {
     pub churn_warnings: String,
     pub segment_changes: String,
     pub lifecycle_changes: String,
+    pub changelog: String,
 }
 
 impl Topics {
     /// Every topic with its config key, canonical log first.
-    pub fn named(&self) -> [(&'static str, &str); 8] {
+    pub fn named(&self) -> [(&'static str, &str); 9] {
         [
             ("topics.canonical", &self.canonical),
             ("topics.orders", &self.orders),
@@ -57,6 +58,7 @@ impl Topics {
             ("topics.churn_warnings", &self.churn_warnings),
             ("topics.segment_changes", &self.segment_changes),
             ("topics.lifecycle_changes", &self.lifecycle_changes),
+            ("topics.changelog", &self.changelog),
         ]
     }
 }

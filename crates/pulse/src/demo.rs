@@ -133,7 +133,7 @@ pub fn create_mock_topics(
     canonical_partitions: i32,
 ) -> anyhow::Result<()> {
     for (key, topic) in config.topics.named() {
-        let n = if key == "topics.canonical" {
+        let n = if key == "topics.canonical" || key == "topics.changelog" {
             canonical_partitions
         } else {
             partitions

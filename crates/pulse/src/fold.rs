@@ -8,6 +8,12 @@
 //! produced, and removed from the outbox once acknowledged. sled, not the group's committed
 //! offset, says where a partition resumes: the rebalance callback assigns each partition at
 //! the offset its sled checkpoint names.
+//!
+//! Every commit also writes, through the same outbox, a snapshot of each touched customer (a
+//! tombstone for an erased one) and the partition's checkpoint to the compacted changelog, on
+//! the partition of the same number. A partition assigned with no local checkpoint (a fresh
+//! state dir: a new instance after scale-out) is first restored from its changelog partition,
+//! in the fold loop, before any of its records is folded.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -16,7 +22,8 @@ use std::sync::{mpsc, Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use pulse_codec::{
-    alert_headers, alert_to_wire, decode_canonical, encode_alert, Canonical, Encoding,
+    alert_headers, alert_to_wire, decode_canonical, decode_changelog, encode_alert,
+    encode_changelog, Canonical, Changelog, Encoding, CHECKPOINT_KEY,
 };
 use pulse_core::hash::event_key;
 use pulse_core::{
@@ -155,6 +162,8 @@ pub struct FoldOptions {
     pub sink: AlertSink,
     /// Stop, cleanly, once every listed partition has folded up to (excluding) its offset.
     pub stop_at: Option<BTreeMap<i32, i64>>,
+    /// Neither restore from nor write to the changelog (a replay into a fresh dir must not).
+    pub without_changelog: bool,
 }
 
 /// What the HTTP API may read: the stores of the partitions this instance folds and their
@@ -164,6 +173,10 @@ pub struct Shared {
     pub partitions: RwLock<BTreeMap<i32, (PartitionStore, Arc<AtomicI64>)>>,
     pub canonical_partitions: AtomicI64,
     pub counts: RwLock<BTreeMap<i32, Arc<Counts>>>,
+    /// Partitions being restored from the changelog (readiness is false while any is).
+    pub restoring: AtomicI64,
+    /// Partitions this instance restored from a changelog checkpoint since it started.
+    pub restored: AtomicI64,
 }
 
 /// Customers of one partition per announced lifecycle stage and RFM segment, kept up to date
@@ -274,6 +287,21 @@ pub async fn run(
     shared
         .canonical_partitions
         .store(i64::from(n), Ordering::Relaxed);
+    if !options.without_changelog {
+        let c = config.clone();
+        let m =
+            tokio::task::spawn_blocking(move || kafka::partition_count(&c, &c.topics.changelog))
+                .await
+                .expect("metadata task")?;
+        if m != n {
+            return Err(PipelineError::ChangelogPartitions {
+                changelog: config.topics.changelog.clone(),
+                changelog_partitions: m,
+                canonical: config.topics.canonical.clone(),
+                canonical_partitions: n,
+            });
+        }
+    }
     let mut fold = Fold {
         producer: kafka::producer_config(&config).create()?,
         tasks: BTreeMap::new(),
@@ -290,13 +318,13 @@ pub async fn run(
             biased;
             _ = shutdown.changed() => break Ok(()),
             _ = commit_timer.tick() => {
-                fold.apply_rebalances(&rx)?;
+                { let events: Vec<Rebalance> = rx.try_iter().collect(); fold.apply_rebalances(events, &consumer).await?; }
                 if let Err(e) = fold.commit_all(&consumer).await { break Err(e) }
                 if fold.reached_stop() { break Ok(()) }
             }
             msg = consumer.recv() => {
                 let msg = match msg { Ok(m) => m, Err(e) => break Err(e.into()) };
-                fold.apply_rebalances(&rx)?;
+                { let events: Vec<Rebalance> = rx.try_iter().collect(); fold.apply_rebalances(events, &consumer).await?; }
                 if let Err(e) = fold.handle(&msg) { break Err(e) }
                 let p = msg.partition();
                 if fold.tasks.get(&p).is_some_and(|t| t.records >= config.fold.commit_max_events) {
@@ -332,11 +360,41 @@ impl Fold {
         })
     }
 
-    fn apply_rebalances(&mut self, rx: &mpsc::Receiver<Rebalance>) -> Result<(), PipelineError> {
-        while let Ok(event) = rx.try_recv() {
+    async fn apply_rebalances(
+        &mut self,
+        events: Vec<Rebalance>,
+        consumer: &StreamConsumer<FoldContext>,
+    ) -> Result<(), PipelineError> {
+        for event in events {
             match event {
                 Rebalance::Assigned(stores) => {
                     for (p, store) in stores {
+                        // No local checkpoint: restore from the changelog before any record of
+                        // the partition is folded (the callback assigned it at the beginning;
+                        // `handle` skips what the restored checkpoint covers, and the seek
+                        // below spares reading it).
+                        if !self.options.without_changelog && store.checkpoint()?.is_none() {
+                            self.shared.restoring.fetch_add(1, Ordering::Relaxed);
+                            let (c, st) = (self.config.clone(), store.clone());
+                            let restored = tokio::task::spawn_blocking(move || restore(&c, p, &st))
+                                .await
+                                .expect("restore task");
+                            self.shared.restoring.fetch_sub(1, Ordering::Relaxed);
+                            telemetry::restore_in_progress(
+                                self.shared.restoring.load(Ordering::Relaxed),
+                            );
+                            if let Some(next) = restored? {
+                                self.shared.restored.fetch_add(1, Ordering::Relaxed);
+                                if let Err(e) = consumer.seek(
+                                    &self.config.topics.canonical,
+                                    p,
+                                    Offset::Offset(next),
+                                    Duration::from_secs(5),
+                                ) {
+                                    tracing::warn!(partition = p, error = %e, "seek after restore failed; skipping restored records instead");
+                                }
+                            }
+                        }
                         let task = PartitionTask::load(p, store)?;
                         tracing::info!(
                             partition = p,
@@ -410,7 +468,7 @@ impl Fold {
                 task.outbox_push(OutboxRecord {
                     topic: self.config.topics.dead_letters.clone(),
                     key: String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned(),
-                    value: msg.payload().unwrap_or_default().to_vec(),
+                    value: Some(msg.payload().unwrap_or_default().to_vec()),
                     headers: vec![
                         (crate::ingest::DLQ_REASON.into(), "corrupt_canonical".into()),
                         (crate::ingest::DLQ_DETAIL.into(), e.to_string()),
@@ -421,6 +479,7 @@ impl Fold {
                         ),
                         (crate::ingest::DLQ_OFFSET.into(), msg.offset().to_string()),
                     ],
+                    partition: None,
                 });
             }
         }
@@ -451,7 +510,13 @@ impl Fold {
         };
         if task.records > 0 {
             let started = Instant::now();
-            let commit = task.take_commit();
+            let changelog = (!self.options.without_changelog).then(|| {
+                (
+                    self.config.topics.changelog.as_str(),
+                    self.config.encoding.canonical,
+                )
+            });
+            let commit = task.take_commit(changelog);
             let store = task.store.clone();
             let commit = tokio::task::spawn_blocking(move || store.commit(&commit).map(|_| commit))
                 .await
@@ -479,10 +544,14 @@ impl Fold {
                     let mut out = Outstanding::default();
                     for (_, r) in &unacked {
                         let hdrs = headers(&r.headers);
-                        let rec = FutureRecord::to(&r.topic)
-                            .key(r.key.as_str())
-                            .payload(r.value.as_slice())
-                            .headers(hdrs);
+                        let mut rec: FutureRecord<'_, str, [u8]> =
+                            FutureRecord::to(&r.topic).key(r.key.as_str()).headers(hdrs);
+                        if let Some(v) = &r.value {
+                            rec = rec.payload(v.as_slice());
+                        }
+                        if let Some(p) = r.partition {
+                            rec = rec.partition(p);
+                        }
                         out.send(&self.producer, rec).await?;
                     }
                     out.wait().await?;
@@ -495,7 +564,7 @@ impl Fold {
                             "topic": r.topic,
                             "key": r.key,
                             "headers": r.headers.iter().cloned().collect::<BTreeMap<_, _>>(),
-                            "value": String::from_utf8_lossy(&r.value),
+                            "value": r.value.as_ref().map(|v| String::from_utf8_lossy(v)),
                         });
                         writeln!(file, "{line}").map_err(PipelineError::Sink)?;
                     }
@@ -682,8 +751,9 @@ impl PartitionTask {
         self.outbox_push(OutboxRecord {
             topic: topic.clone(),
             key: alert.customer_id.clone(),
-            value: encode_alert(&wire, encoding),
+            value: Some(encode_alert(&wire, encoding)),
             headers,
+            partition: None,
         });
     }
 
@@ -692,21 +762,191 @@ impl PartitionTask {
         self.next_outbox_seq += 1;
     }
 
-    fn take_commit(&mut self) -> Commit {
+    /// The commit since the last one; with `changelog` (topic, encoding), its outbox also
+    /// holds a snapshot per touched customer, a tombstone per erased one and, last, the
+    /// checkpoint, all to the changelog partition of this partition's number.
+    fn take_commit(&mut self, changelog: Option<(&str, Encoding)>) -> Commit {
         let mut customers: Vec<(String, Option<CustomerState>)> = self
             .dirty
             .drain()
             .filter_map(|id| self.customers.get(&id).map(|s| (id, Some(s.clone()))))
             .collect();
         customers.extend(self.erased.drain().map(|id| (id, None)));
+        // Key order, so that the changelog of a commit does not depend on hash order.
+        customers.sort_by(|a, b| a.0.cmp(&b.0));
+        let checkpoint = Checkpoint {
+            next_offset: self.next_offset,
+            clock: self.clock,
+        };
+        if let Some((topic, encoding)) = changelog {
+            let record = |key: &str, value: Option<Vec<u8>>| OutboxRecord {
+                topic: topic.to_string(),
+                key: key.to_string(),
+                value,
+                headers: vec![(
+                    "content-type".to_string(),
+                    encoding.content_type().to_string(),
+                )],
+                partition: Some(self.partition),
+            };
+            let mut records = Vec::with_capacity(customers.len() + 1);
+            for (id, state) in &customers {
+                let value = state.as_ref().map(|s| {
+                    let stored = pulse_store::encode_state(s);
+                    encode_changelog(
+                        &Changelog::Customer {
+                            customer_id: id.clone(),
+                            schema_version: u32::from(u16::from_be_bytes([stored[0], stored[1]])),
+                            state: stored[2..].to_vec(),
+                        },
+                        encoding,
+                    )
+                });
+                records.push(record(id, value));
+            }
+            records.push(record(
+                CHECKPOINT_KEY,
+                Some(encode_changelog(
+                    &Changelog::Checkpoint {
+                        partition: self.partition,
+                        next_offset: checkpoint.next_offset,
+                        clock_ms: checkpoint.clock,
+                    },
+                    encoding,
+                )),
+            ));
+            for r in records {
+                self.outbox_push(r);
+            }
+        }
         Commit {
-            checkpoint: Checkpoint {
-                next_offset: self.next_offset,
-                clock: self.clock,
-            },
+            checkpoint,
             customers,
             dedupe: std::mem::take(&mut self.dedupe_changes),
             outbox: std::mem::take(&mut self.outbox),
         }
     }
+}
+
+/// Restores a partition's store (which has no checkpoint) from its changelog partition: the
+/// latest snapshot of each customer (a tombstone deletes) and the latest checkpoint, written
+/// in one commit. Returns the offset fold resumes at, or `None` when the changelog holds no
+/// checkpoint for the partition (fold starts from the beginning).
+///
+/// The end of the partition is its high watermark or librdkafka's partition-EOF event,
+/// whichever comes first. Stopping early is safe by construction: snapshots are applied only
+/// once a checkpoint record follows them (each commit writes its snapshots, then its
+/// checkpoint), so what is restored is always the state as of the checkpoint restored, and
+/// fold refolds deterministically from there.
+fn restore(
+    config: &Config,
+    partition: i32,
+    store: &PartitionStore,
+) -> Result<Option<i64>, PipelineError> {
+    use rdkafka::consumer::BaseConsumer;
+    let started = Instant::now();
+    let topic = &config.topics.changelog;
+    telemetry::restore_started(partition);
+    let consumer: BaseConsumer = kafka::client_config(config)
+        .set("group.id", kafka::group_id(config, "restore"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+    let mut customers: HashMap<String, Option<Vec<u8>>> = HashMap::new();
+    let mut pending: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+    let mut checkpoint: Option<Checkpoint> = None;
+    let mut records = 0u64;
+    if high > low {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
+        consumer.assign(&tpl)?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            if Instant::now() > deadline {
+                return Err(PipelineError::Restore(format!(
+                    "partition {partition}: changelog not read to its end ({high}) in 600 s"
+                )));
+            }
+            let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let m = match m {
+                Ok(m) => m,
+                Err(rdkafka::error::KafkaError::PartitionEOF(_)) => break,
+                Err(e) => return Err(e.into()),
+            };
+            records += 1;
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            match m.payload() {
+                None => pending.push((key, None)),
+                Some(bytes) => {
+                    let encoding = kafka::header(m.headers(), "content-type")
+                        .and_then(Encoding::from_content_type)
+                        .unwrap_or(config.encoding.canonical);
+                    let corrupt = |e: &dyn std::fmt::Display| {
+                        PipelineError::Restore(format!(
+                            "partition {partition}: changelog offset {}: {e}",
+                            m.offset()
+                        ))
+                    };
+                    match decode_changelog(bytes, encoding).map_err(|e| corrupt(&e))? {
+                        Changelog::Customer {
+                            customer_id,
+                            schema_version,
+                            state,
+                        } => {
+                            let mut stored = u16::try_from(schema_version)
+                                .map_err(|e| corrupt(&e))?
+                                .to_be_bytes()
+                                .to_vec();
+                            stored.extend_from_slice(&state);
+                            pending.push((customer_id, Some(stored)));
+                        }
+                        Changelog::Checkpoint {
+                            next_offset,
+                            clock_ms,
+                            ..
+                        } => {
+                            customers.extend(pending.drain(..));
+                            checkpoint = Some(Checkpoint {
+                                next_offset,
+                                clock: clock_ms,
+                            });
+                        }
+                    }
+                }
+            }
+            telemetry::restore_records(1);
+            if m.offset() + 1 >= high {
+                break;
+            }
+        }
+    }
+    let Some(checkpoint) = checkpoint else {
+        telemetry::restore_finished(partition, records, 0, None, started.elapsed());
+        return Ok(None);
+    };
+    let mut commit = Commit {
+        checkpoint,
+        ..Commit::default()
+    };
+    for (id, stored) in customers {
+        if let Some(bytes) = stored {
+            commit
+                .customers
+                .push((id, Some(pulse_store::decode_state(&bytes)?)));
+        }
+    }
+    let n = commit.customers.len();
+    store.commit(&commit)?;
+    telemetry::restore_finished(
+        partition,
+        records,
+        n,
+        Some(checkpoint.next_offset),
+        started.elapsed(),
+    );
+    Ok(Some(checkpoint.next_offset))
 }

@@ -196,7 +196,17 @@ async fn route(state: Arc<HttpState>, req: Request<Incoming>) -> Response<Full<B
         ),
         Route::Healthz => respond(StatusCode::OK, "text/plain", "ok\n"),
         Route::Readyz => {
-            let (ready, why) = state.status.readiness();
+            let (mut ready, mut why) = state.status.readiness();
+            let restoring = state
+                .shared
+                .restoring
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if ready && restoring > 0 {
+                (ready, why) = (
+                    false,
+                    format!("restoring {restoring} partitions from the changelog"),
+                );
+            }
             let code = if ready {
                 StatusCode::OK
             } else {

@@ -40,6 +40,15 @@ pub enum PipelineError {
     Http(#[source] std::io::Error),
     #[error("cannot write the alert file")]
     Sink(#[source] std::io::Error),
+    #[error("changelog topic {changelog} has {changelog_partitions} partitions but the canonical log {canonical} has {canonical_partitions}; they must be equal")]
+    ChangelogPartitions {
+        changelog: String,
+        changelog_partitions: i32,
+        canonical: String,
+        canonical_partitions: i32,
+    },
+    #[error("restore from the changelog: {0}")]
+    Restore(String),
 }
 
 /// Liveness of the pipelines, for /readyz.

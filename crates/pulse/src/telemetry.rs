@@ -26,6 +26,9 @@ pub const CUSTOMERS: &str = "pulse_customers";
 pub const CUSTOMERS_BY_SEGMENT: &str = "pulse_customers_by_segment";
 pub const PARTITIONS: &str = "pulse_fold_partitions_assigned";
 pub const CONSUMER_LAG: &str = "pulse_consumer_lag_records";
+pub const RESTORE_RECORDS: &str = "pulse_restore_records_total";
+pub const RESTORE_IN_PROGRESS: &str = "pulse_restore_partitions_in_progress";
+pub const RESTORES: &str = "pulse_restores_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -130,11 +133,57 @@ fn describe() {
         Unit::Count,
         "Records between a partition's high watermark and the group's committed offset (librdkafka statistics), by group, topic and partition."
     );
+    describe_counter!(
+        RESTORE_RECORDS,
+        "Changelog records read while restoring partitions with no local state."
+    );
+    describe_gauge!(
+        RESTORE_IN_PROGRESS,
+        Unit::Count,
+        "Partitions being restored from the changelog (readiness is false while above 0)."
+    );
+    describe_counter!(RESTORES, "Partition restores from the changelog, finished.");
     // Counters that may stay at zero for a long time are exported from the start, so rules and
     // dashboards see a series (rate() of a missing series is no data, not 0).
     counter!(FOLD_DUPLICATES).absolute(0);
     counter!(FOLD_CORRUPT).absolute(0);
     counter!(FOLD_TIMERS_FIRED).absolute(0);
+    counter!(RESTORE_RECORDS).absolute(0);
+    counter!(RESTORES).absolute(0);
+    gauge!(RESTORE_IN_PROGRESS).set(0.0);
+}
+
+pub fn restore_started(partition: i32) {
+    gauge!(RESTORE_IN_PROGRESS).increment(1.0);
+    tracing::info!(partition, "restore from the changelog started");
+}
+
+pub fn restore_records(n: u64) {
+    counter!(RESTORE_RECORDS).increment(n);
+}
+
+pub fn restore_in_progress(n: i64) {
+    gauge!(RESTORE_IN_PROGRESS).set(n as f64);
+}
+
+pub fn restore_finished(
+    partition: i32,
+    records: u64,
+    customers: usize,
+    next_offset: Option<i64>,
+    took: std::time::Duration,
+) {
+    counter!(RESTORES).increment(1);
+    let secs = took.as_secs_f64();
+    tracing::info!(
+        partition,
+        records,
+        customers,
+        next_offset,
+        seconds = secs,
+        customers_per_second = customers as f64 / secs.max(1e-9),
+        "restore from the changelog finished"
+    );
 }
 
 pub fn ingest_accepted(family: &'static str) {
