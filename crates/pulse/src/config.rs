@@ -108,7 +108,7 @@ pub struct FoldConfig {
 pub struct HttpConfig {
     pub addr: SocketAddr,
     /// The base URL other instances and clients reach this one at; "" = `http://<bound addr>`.
-    /// Also the fold consumer's `client.id`, which is how owners are found (see http.rs).
+    /// Fold commits its offsets with this as metadata: how owners are found (see http.rs).
     pub advertised_addr: String,
     /// Paths served without authentication.
     pub open_paths: Vec<String>,

@@ -531,7 +531,12 @@ impl Fold {
                 p,
                 Offset::Offset(task.next_offset),
             )?;
-            // For lag monitoring only; sled's checkpoint is the truth.
+            // The commit metadata names this instance's HTTP address: how other instances
+            // find a partition's owner (Kafka's OffsetFetch, on any broker).
+            if let Some(mut e) = tpl.find_partition(&self.config.topics.canonical, p) {
+                e.set_metadata(&self.config.http.advertised_addr);
+            }
+            // For lag monitoring and owner lookup only; sled's checkpoint is the truth.
             if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
                 tracing::warn!(partition = p, error = %e, "group offset commit failed");
             }

@@ -10,9 +10,9 @@
 //! Ownership: a customer lives on the canonical partition its id hashes to, and only the
 //! instance folding that partition can answer. Any other instance answers `409 not_owner`
 //! naming the owner's advertised address (the way Kafka Streams' interactive queries expose
-//! metadata), found from the fold group's membership: each member's `client.id` is its
-//! advertised HTTP address, and its assignment lists its partitions. That lookup is a
-//! DescribeGroups round trip, so it runs off the request path's hot part and is cached.
+//! metadata), found from the fold group's committed offsets: fold commits each partition's
+//! offset with its advertised HTTP address as metadata. That lookup is an OffsetFetch round
+//! trip, so it runs off the request path's hot part and is cached.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -439,8 +439,8 @@ async fn owner_of(state: &Arc<HttpState>, partition: i32) -> Option<String> {
             found
         }
         Err(e) => {
-            // Remembered like an answer, so a broker without DescribeGroups is asked once per
-            // cache period, not once per request.
+            // Remembered like an answer, so an unreachable coordinator is asked once per cache
+            // period, not once per request.
             tracing::warn!(error = %e, "cannot read the fold group's assignments");
             let map = cached.map(|(_, map)| map).unwrap_or_default();
             let found = usable(&map);

@@ -51,9 +51,8 @@ pub fn group_id(config: &Config, pipeline: &str) -> String {
 
 pub fn consumer_config(config: &Config, pipeline: &str) -> ClientConfig {
     let mut c = consumer_defaults(config, pipeline);
-    // The fold group's members name themselves by their HTTP address, so any instance can
-    // tell which one owns a partition (`fold_group_owners`). Set last: it must not be
-    // overridden by a pass-through property.
+    // The fold group's members name themselves by their HTTP address in the broker's view
+    // (logs, group tools). Set last: a pass-through property must not override it.
     if pipeline == "fold" && !config.http.advertised_addr.is_empty() {
         c.set("client.id", &config.http.advertised_addr);
     }
@@ -159,108 +158,36 @@ pub fn partition_count(config: &Config, topic: &str) -> Result<i32, KafkaError> 
     Ok(t.partitions().len() as i32)
 }
 
-/// One member of the fold group as DescribeGroups shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupMember {
-    /// The member's `client.id`: its advertised HTTP address. Brokers that leave the field
-    /// empty (tansu) still show it as the prefix of the member id (`<client.id>-<uuid>`).
-    pub client_id: String,
-    pub member_id: String,
-    /// Its partitions of the canonical log; `None` when the broker sent no assignment.
-    pub partitions: Option<Vec<i32>>,
-}
-
-/// The fold group's members (DescribeGroups, through librdkafka's group list). Blocking: call
-/// off the async runtime.
-pub fn describe_fold_group(
-    config: &Config,
-    timeout: Duration,
-) -> Result<Vec<GroupMember>, KafkaError> {
-    let client: BaseConsumer = client_config(config).create()?;
-    let group = group_id(config, "fold");
-    let list = client.fetch_group_list(Some(&group), timeout)?;
-    let mut members = Vec::new();
-    for g in list.groups().iter().filter(|g| g.name() == group) {
-        for m in g.members() {
-            let client_id = match m.client_id() {
-                "" => client_id_from_member_id(m.id()).to_string(),
-                id => id.to_string(),
-            };
-            members.push(GroupMember {
-                client_id,
-                member_id: m.id().to_string(),
-                partitions: m
-                    .assignment()
-                    .filter(|b| !b.is_empty())
-                    .and_then(|b| assigned_partitions(b, &config.topics.canonical)),
-            });
-        }
-    }
-    Ok(members)
-}
-
-/// `<client.id>-<uuid>` → `<client.id>` (the member ids brokers hand out).
-fn client_id_from_member_id(member_id: &str) -> &str {
-    match member_id.len().checked_sub(37) {
-        Some(cut) if member_id.is_char_boundary(cut) && member_id[cut..].starts_with('-') => {
-            &member_id[..cut]
-        }
-        _ => member_id,
-    }
-}
-
-/// Which member of the fold group holds each partition of the canonical log, by the member's
-/// `client.id` (its advertised HTTP address).
+/// The owner of each canonical partition as the fold group's committed offsets name it: fold
+/// commits each partition's offset with its advertised HTTP address as the commit metadata,
+/// so the last committer — the current owner, or for a moment after a rebalance the previous
+/// one — is known to every instance through OffsetFetch, which every broker implements.
+/// Blocking: call off the async runtime.
 pub fn fold_group_owners(
     config: &Config,
     timeout: Duration,
 ) -> Result<std::collections::BTreeMap<i32, String>, KafkaError> {
-    let mut owners = std::collections::BTreeMap::new();
-    for m in describe_fold_group(config, timeout)? {
-        for p in m.partitions.unwrap_or_default() {
-            owners.insert(p, m.client_id.clone());
-        }
+    // A consumer that only asks for the group's committed offsets; it never joins the group.
+    let consumer: BaseConsumer = build(
+        config,
+        &[
+            ("group.id", group_id(config, "fold")),
+            ("enable.auto.commit", "false".into()),
+        ],
+    )
+    .create()?;
+    let topic = &config.topics.canonical;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partition_count(config, topic)? {
+        tpl.add_partition(topic, p);
     }
-    Ok(owners)
-}
-
-/// Partitions of `topic` in a ConsumerProtocolAssignment (any version: v0..v3 all start with
-/// version, then `[topic: string, partitions: [int32]]`; later fields are not needed).
-/// `None` when the bytes are malformed.
-pub fn assigned_partitions(bytes: &[u8], topic: &str) -> Option<Vec<i32>> {
-    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        if b.len() < n {
-            return None;
-        }
-        let (head, rest) = b.split_at(n);
-        *b = rest;
-        Some(head)
-    }
-    fn int16(b: &mut &[u8]) -> Option<i16> {
-        take(b, 2).map(|x| i16::from_be_bytes([x[0], x[1]]))
-    }
-    fn int32(b: &mut &[u8]) -> Option<i32> {
-        take(b, 4).map(|x| i32::from_be_bytes([x[0], x[1], x[2], x[3]]))
-    }
-    let mut b = bytes;
-    if b.is_empty() {
-        return Some(Vec::new()); // a member without an assignment yet
-    }
-    let _version = int16(&mut b)?;
-    let topics = int32(&mut b)?;
-    let mut out = Vec::new();
-    for _ in 0..topics.max(0) {
-        let len = int16(&mut b)?;
-        let name = take(&mut b, usize::try_from(len).ok()?)?;
-        let n = int32(&mut b)?;
-        for _ in 0..n.max(0) {
-            let p = int32(&mut b)?;
-            if name == topic.as_bytes() {
-                out.push(p);
-            }
-        }
-    }
-    Some(out)
+    let committed = consumer.committed_offsets(tpl, timeout)?;
+    Ok(committed
+        .elements()
+        .iter()
+        .filter(|e| !e.metadata().is_empty())
+        .map(|e| (e.partition(), e.metadata().to_string()))
+        .collect())
 }
 
 /// Creates one topic (admin API); an existing one is left as it is.
@@ -289,29 +216,6 @@ pub async fn create_topics(config: &Config, partitions: i32) -> Result<(), Kafka
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn member_ids_start_with_the_client_id() {
-        assert_eq!(
-            client_id_from_member_id("http://127.0.0.1:35715-189b24d8-22c4-4aef-bfa9-35473eb5d504"),
-            "http://127.0.0.1:35715"
-        );
-        assert_eq!(client_id_from_member_id("short"), "short");
-    }
-
-    #[test]
-    fn consumer_protocol_assignments_parse() {
-        // version 1, topics [("t", [0, 2]), ("other", [1])], userdata null.
-        let mut b = vec![0, 1, 0, 0, 0, 2];
-        b.extend([0, 1, b't', 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2]);
-        b.extend([0, 5]);
-        b.extend(b"other");
-        b.extend([0, 0, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff]);
-        assert_eq!(assigned_partitions(&b, "t"), Some(vec![0, 2]));
-        assert_eq!(assigned_partitions(&b, "other"), Some(vec![1]));
-        assert_eq!(assigned_partitions(&b[..9], "t"), None);
-        assert_eq!(assigned_partitions(&[], "t"), Some(vec![]));
-    }
 
     #[test]
     fn murmur2_matches_the_java_client() {

@@ -180,11 +180,16 @@ pub async fn start(mut config: Config) -> Result<Running, PipelineError> {
     // and waits until they are gone (their consumers closed, their stores released).
     tokio::spawn(async move {
         let mut result = Ok(());
+        // Dropping `Running` without `abort` closes the channel; then it is never polled again.
+        let mut abort_open = true;
         loop {
             tokio::select! {
-                Ok(()) = &mut abort_rx => {
-                    pipelines.shutdown().await;
-                    break;
+                asked = &mut abort_rx, if abort_open => {
+                    if asked.is_ok() {
+                        pipelines.shutdown().await;
+                        break;
+                    }
+                    abort_open = false;
                 }
                 joined = pipelines.join_next() => {
                     let Some(joined) = joined else { break };
