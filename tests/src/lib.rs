@@ -438,6 +438,46 @@ pub fn caught_up(running: &pulse::Running, ends: &BTreeMap<i32, i64>) -> bool {
     })
 }
 
+/// Alerts by `alert_id` (the `ce_id` header), every copy's bytes in arrival order.
+pub type AlertsById = BTreeMap<String, Vec<Vec<u8>>>;
+
+/// Every alert on the alert topics of `cfg`, by id (reads until the topics are quiet).
+pub fn alerts_by_id(broker: &Broker, cfg: &Config) -> anyhow::Result<AlertsById> {
+    let t = &cfg.topics;
+    let mut m = AlertsById::new();
+    for r in consume_all(
+        &broker.bootstrap(),
+        &[&t.churn_warnings, &t.segment_changes, &t.lifecycle_changes],
+        Duration::from_secs(2),
+    )? {
+        m.entry(r.headers["ce_id"].clone())
+            .or_default()
+            .push(r.value);
+    }
+    Ok(m)
+}
+
+/// Asserts that `other` holds exactly the alert ids of `reference` and that every copy of
+/// each is byte-identical to the reference's first; returns how many re-sent duplicates
+/// `other` holds.
+pub fn assert_same_alerts(reference: &AlertsById, other: &AlertsById) -> usize {
+    assert!(!reference.is_empty(), "no alerts to compare");
+    assert_eq!(
+        reference.keys().collect::<Vec<_>>(),
+        other.keys().collect::<Vec<_>>(),
+        "same alert ids"
+    );
+    let mut duplicates = 0;
+    for (id, copies) in other {
+        duplicates += copies.len() - 1;
+        assert!(
+            copies.iter().all(|c| c == &reference[id][0]),
+            "alert {id} re-sent with different bytes"
+        );
+    }
+    duplicates
+}
+
 /// Sums `f` over the partition stores a running service holds.
 pub fn sum_partitions(
     running: &pulse::Running,

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use pulse::simulate::SimConfig;
 use pulse_e2e::{
-    build_canonical_log, caught_up, config, consume_all, read_state, sum_partitions, wait_for,
-    Broker, Rec,
+    alerts_by_id, assert_same_alerts, build_canonical_log, caught_up, config, read_state,
+    sum_partitions, wait_for, Broker,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -84,15 +84,6 @@ async fn run_to_end(cfg: pulse::Config, ends: &BTreeMap<i32, i64>) -> anyhow::Re
     Ok(())
 }
 
-fn alerts(broker: &Broker, cfg: &pulse::Config) -> anyhow::Result<Vec<Rec>> {
-    let t = &cfg.topics;
-    consume_all(
-        &broker.bootstrap(),
-        &[&t.churn_warnings, &t.segment_changes, &t.lifecycle_changes],
-        Duration::from_secs(2),
-    )
-}
-
 async fn restart_gives_the_same_state(
     broker: Broker,
     dedupe: bool,
@@ -144,33 +135,11 @@ async fn restart_gives_the_same_state(
     }
     assert_eq!(state_a.len(), state_b.len());
 
-    let by_id = |recs: &[Rec]| -> BTreeMap<String, Vec<Vec<u8>>> {
-        let mut m: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
-        for r in recs {
-            m.entry(r.headers["ce_id"].clone())
-                .or_default()
-                .push(r.value.clone());
-        }
-        m
-    };
     let (alerts_a, alerts_b) = (
-        by_id(&alerts(&broker, &cfg_a)?),
-        by_id(&alerts(&broker, &cfg_b)?),
+        alerts_by_id(&broker, &cfg_a)?,
+        alerts_by_id(&broker, &cfg_b)?,
     );
-    assert!(!alerts_a.is_empty());
-    assert_eq!(
-        alerts_a.keys().collect::<Vec<_>>(),
-        alerts_b.keys().collect::<Vec<_>>(),
-        "same alert ids"
-    );
-    let mut duplicates = 0;
-    for (id, copies) in &alerts_b {
-        duplicates += copies.len() - 1;
-        assert!(
-            copies.iter().all(|c| c == &alerts_a[id][0]),
-            "alert {id} re-sent with different bytes"
-        );
-    }
+    let duplicates = assert_same_alerts(&alerts_a, &alerts_b);
     eprintln!("[{} {how:?} dedupe={dedupe}] {} alerts, {duplicates} re-sent duplicates, interrupted at {at}/{total}", broker.name(), alerts_a.len());
     Ok(())
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use pulse::simulate::SimConfig;
 use pulse_codec::{decode_changelog, Changelog, Encoding, CHECKPOINT_KEY};
 use pulse_e2e::{
-    build_canonical_log, caught_up, config, consume_all, produce, producer, read_state,
-    sum_partitions, wait_for, Broker, Rec,
+    alerts_by_id, assert_same_alerts, build_canonical_log, caught_up, config, consume_all, produce,
+    producer, read_state, sum_partitions, wait_for, Broker, Rec,
 };
 
 const PARTITIONS: i32 = 3;
@@ -83,21 +83,6 @@ async fn run_to_end(cfg: pulse::Config, ends: &BTreeMap<i32, i64>) -> anyhow::Re
     .await?;
     running.stop().await?;
     Ok(())
-}
-
-fn alerts(broker: &Broker, cfg: &pulse::Config) -> anyhow::Result<BTreeMap<String, Vec<Vec<u8>>>> {
-    let t = &cfg.topics;
-    let mut m: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
-    for r in consume_all(
-        &broker.bootstrap(),
-        &[&t.churn_warnings, &t.segment_changes, &t.lifecycle_changes],
-        Duration::from_secs(2),
-    )? {
-        m.entry(r.headers["ce_id"].clone())
-            .or_default()
-            .push(r.value);
-    }
-    Ok(m)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,21 +156,11 @@ async fn scale_1_to_3_to_1_mock() -> anyhow::Result<()> {
         assert_eq!(Some(a), state_s.get(id), "state of {id}");
     }
 
-    let (alerts_a, alerts_s) = (alerts(&broker, &cfg_a)?, alerts(&broker, &cfg[0])?);
-    assert!(!alerts_a.is_empty());
-    assert_eq!(
-        alerts_a.keys().collect::<Vec<_>>(),
-        alerts_s.keys().collect::<Vec<_>>(),
-        "same alert ids"
+    let (alerts_a, alerts_s) = (
+        alerts_by_id(&broker, &cfg_a)?,
+        alerts_by_id(&broker, &cfg[0])?,
     );
-    let mut duplicates = 0;
-    for (id, copies) in &alerts_s {
-        duplicates += copies.len() - 1;
-        assert!(
-            copies.iter().all(|c| c == &alerts_a[id][0]),
-            "alert {id} re-sent with different bytes"
-        );
-    }
+    let duplicates = assert_same_alerts(&alerts_a, &alerts_s);
     eprintln!(
         "scale 1→3→1: {total} records, scale-out at {at_scale_out}, scale-in at {at_scale_in}, \
          {restored} partitions restored from the changelog, {} customers, {} alerts, \
