@@ -138,14 +138,15 @@ fn mix64(x: u64) -> u64 {
 }
 
 /// xoshiro256**: fast, small state, good statistical quality; seeded through splitmix64 as its
-/// authors recommend so that nearby seeds give unrelated streams.
+/// authors recommend so that nearby seeds give unrelated streams. Public so that tests needing
+/// seeded randomness (the crash loop's kill schedule) use this one generator.
 #[derive(Debug, Clone)]
-struct Rng {
+pub struct Rng {
     s: [u64; 4],
 }
 
 impl Rng {
-    fn seeded(seed: u64) -> Self {
+    pub fn seeded(seed: u64) -> Self {
         let mut sm = seed;
         Rng {
             s: [
@@ -157,7 +158,7 @@ impl Rng {
         }
     }
 
-    fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = self.s[1] << 17;
         self.s[2] ^= self.s[0];

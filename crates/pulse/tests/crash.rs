@@ -90,22 +90,9 @@ fn config() -> pulse::Config {
     pulse::Config::with_overrides("").expect("default config")
 }
 
-/// splitmix64: the kill schedule's randomness, reproducible from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..hi` milliseconds.
-    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.next() % (hi - lo))
-    }
+/// Uniform in `lo..hi` milliseconds: the kill schedule, reproducible from the printed seed.
+fn millis(rng: &mut pulse::simulate::Rng, lo: u64, hi: u64) -> Duration {
+    Duration::from_millis(lo + rng.next_u64() % (hi - lo))
 }
 
 fn seed() -> u64 {
@@ -585,7 +572,7 @@ fn sigkill_crash_loop_loses_nothing_and_duplicates_are_identical() {
     let seed = seed();
     let kills = 10;
     eprintln!("crash loop: seed {seed} (rerun with PULSE_CRASH_SEED={seed}), {kills} kills");
-    let mut rng = Rng(seed);
+    let mut rng = pulse::simulate::Rng::seeded(seed);
     let broker = Broker::new();
     let bootstrap = broker.bootstrap.clone();
     let tmp = tempfile::tempdir().unwrap();
@@ -604,7 +591,7 @@ fn sigkill_crash_loop_loses_nothing_and_duplicates_are_identical() {
         let log = tmp.path().join(format!("run-{i}.log"));
         let mut svc = Service::start(&bootstrap, &cfg_file, &state_dir, log.clone());
         svc.wait_assigned();
-        let delay = rng.millis(200, 3_000);
+        let delay = millis(&mut rng, 200, 3_000);
         std::thread::sleep(delay);
         svc.sigkill();
         // Outbox records this run found at start: what the previous kill left un-acked
