@@ -130,6 +130,16 @@ pub fn prometheus() -> PrometheusHandle {
             // Fails only if another recorder was installed first; then ours just stays unused.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            // Histogram samples queue up until drained into buckets, which `render` does; with
+            // per-record histograms and no scraper that queue would grow without bound. Drain
+            // it every few seconds (what the exporter's own `install()` does).
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                });
             handle
         })
         .clone()
