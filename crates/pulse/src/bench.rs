@@ -3,8 +3,11 @@
 //! 1. The pure core: `decide` over simulated events in memory (events/s on one core).
 //! 2. Fold over a canonical log on a real Kafka-protocol broker vs a plain rdkafka consumer
 //!    reading the same topic (the ceiling anything fed from Kafka can reach here).
+//! 3. The overhead of metrics on fold: fold twice with no recorder installed, then with the
+//!    Prometheus recorder (installed once per process, so it comes last).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -14,11 +17,12 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
+use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::kafka;
 use crate::producer::Outstanding;
 use crate::simulate::{SimConfig, SimTopic, Simulator};
+use crate::{fold, kafka};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -90,6 +94,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| mock.as_ref().expect("mock").bootstrap_servers());
     let tmp = tempfile::tempdir()?;
     let run = crate::wall_clock_ms();
+    // The runs below use their own state dirs; this one is only a valid default.
     let mut config = Config::with_overrides(&format!(
         "[kafka]\nbootstrap_servers = \"{brokers}\"\ngroup_id = \"bench-{run}\"\n[topics]\ncanonical = \"bench-{run}.canonical\"\n\
          [ingest]\nenabled = false\n[fold]\nstate_dir = \"{}\"\nfsync = true\n[http]\naddr = \"127.0.0.1:0\"\n",
@@ -160,15 +165,66 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     drop(consumer);
     println!("baseline: {baseline:.0} records/s (rdkafka BaseConsumer, same topic)");
 
-    // Fold: from the moment its partitions are assigned until every partition has committed
-    // the end of the log.
+    // Fold, three times over the same log, each with a fresh state dir, group and changelog:
+    // twice with no metrics recorder installed (the `metrics` macros are no-ops; two runs show
+    // the run-to-run spread), then with the Prometheus recorder the service installs. The
+    // global recorder can be installed once per process and never removed: hence this order.
     config.fold.commit_max_events = 10_000;
-    let running = crate::start(config).await?;
-    let shared = running.shared.clone();
+    let mut without = Vec::new();
+    for label in ["norec1", "norec2"] {
+        let rate = fold_events_per_second(&config, mock.as_ref(), label, n, total).await?;
+        println!("fold without recorder ({label}): {rate:.0} events/s");
+        without.push(rate);
+    }
+    let _handle = crate::telemetry::prometheus();
+    let fold = fold_events_per_second(&config, mock.as_ref(), "prom", n, total).await?;
+    println!("fold: {fold:.0} events/s (state + offsets + outbox committed to sled, fsync on, Prometheus recorder installed)");
+    let mean = without.iter().sum::<f64>() / without.len() as f64;
+    println!(
+        "ratio fold with/without recorder: {:.3} (without: mean of {:.0} and {:.0})",
+        fold / mean,
+        without[0],
+        without[1]
+    );
+    println!("ratio fold/baseline: {:.3}", fold / baseline);
+    println!("ratio core/baseline: {:.1}", core / baseline);
+    Ok(())
+}
+
+/// Events/s of one fold run over the canonical topic (`total` records on `n` partitions): from
+/// the moment its partitions are assigned until every partition has committed the end of the
+/// log. Fold runs alone (no HTTP server, no ingest), with its own state dir, consumer group and
+/// changelog topic, so no run restores from or resumes after another.
+async fn fold_events_per_second(
+    config: &Config,
+    mock: Option<&MockCluster<'_, rdkafka::producer::DefaultProducerContext>>,
+    label: &str,
+    n: i32,
+    total: i64,
+) -> anyhow::Result<f64> {
+    let tmp = tempfile::tempdir()?;
+    let mut config = config.clone();
+    config.fold.state_dir = tmp.path().to_path_buf();
+    config.kafka.group_id = format!("{}-{label}", config.kafka.group_id);
+    config.topics.changelog = format!("{}-{label}", config.topics.changelog);
+    match mock {
+        Some(m) => m
+            .create_topic(&config.topics.changelog, n, 1)
+            .context("create changelog topic")?,
+        None => kafka::create_topic(&config, &config.topics.changelog, n).await?,
+    }
+    let shared = Arc::new(fold::Shared::default());
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(fold::run(
+        Arc::new(config),
+        stopped,
+        shared.clone(),
+        fold::FoldOptions::default(),
+    ));
     let deadline = Instant::now() + Duration::from_secs(300);
     while shared.partitions.read().expect("lock").len() < n as usize {
         anyhow::ensure!(
-            Instant::now() < deadline,
+            Instant::now() < deadline && !task.is_finished(),
             "fold was never assigned its partitions"
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -185,13 +241,14 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         if done >= total {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "fold reached {done} of {total}");
+        anyhow::ensure!(
+            Instant::now() < deadline && !task.is_finished(),
+            "fold reached {done} of {total}"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let fold = total as f64 / started.elapsed().as_secs_f64();
-    running.stop().await?;
-    println!("fold: {fold:.0} events/s (state + offsets + outbox committed to sled, fsync on)");
-    println!("ratio fold/baseline: {:.3}", fold / baseline);
-    println!("ratio core/baseline: {:.1}", core / baseline);
-    Ok(())
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    let _ = stop.send(true);
+    task.await??;
+    Ok(rate)
 }

@@ -187,6 +187,8 @@ pub struct Shared {
 pub struct Counts {
     stages: [AtomicI64; Stage::ALL.len()],
     segments: [AtomicI64; Segment::ALL.len()],
+    /// Timers scheduled, as of the last commit (`pulse_fold_pending_timers`).
+    timers: AtomicI64,
 }
 
 impl Counts {
@@ -207,6 +209,10 @@ impl Counts {
     fn customer(&self, state: &CustomerState, delta: i64) {
         self.stage(state.announced.stage.as_str(), delta);
         self.segment(state.announced.segment.as_str(), delta);
+    }
+
+    pub fn timers_pending(&self) -> i64 {
+        self.timers.load(Ordering::Relaxed)
     }
 
     /// `(stage, customers)` for every stage, zeros included.
@@ -250,6 +256,8 @@ struct PartitionTask {
     next_outbox_seq: u64,
     /// Committed but not yet acknowledged.
     unacked: Vec<(u64, OutboxRecord)>,
+    /// Metric handles and wall-clock instants, for metrics only (never read by decisions).
+    metrics: telemetry::FoldMetrics,
 }
 
 struct Fold {
@@ -452,6 +460,7 @@ impl Fold {
             return Ok(()); // already folded (the group offset lags sled's checkpoint)
         }
         task.alert_index = 0;
+        task.metrics.consumed();
         let encoding = kafka::header(msg.headers(), "content-type")
             .and_then(Encoding::from_content_type)
             .unwrap_or(self.config.encoding.canonical);
@@ -524,6 +533,9 @@ impl Fold {
             task.unacked.extend(commit.outbox);
             task.committed_clock.store(task.clock, Ordering::Relaxed);
             telemetry::fold_committed(p, task.records, started.elapsed().as_secs_f64(), task.clock);
+            task.counts
+                .timers
+                .store(task.timers.len() as i64, Ordering::Relaxed);
             task.records = 0;
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(
@@ -578,6 +590,9 @@ impl Fold {
                 AlertSink::Discard => {}
             }
             task.store.ack_outbox(unacked.iter().map(|(seq, _)| *seq))?;
+            if let Some((last, _)) = unacked.last() {
+                task.metrics.acked(*last);
+            }
             telemetry::outbox_depth(0);
         }
         Ok(())
@@ -604,6 +619,7 @@ impl PartitionTask {
             .map(|(k, t)| (t, k))
             .collect();
         order.sort_unstable();
+        counts.timers.store(timers.len() as i64, Ordering::Relaxed);
         let unacked = store.outbox()?;
         let next_outbox_seq = unacked.last().map_or(0, |(s, _)| s + 1);
         Ok(PartitionTask {
@@ -625,6 +641,7 @@ impl PartitionTask {
             next_outbox_seq,
             unacked,
             store,
+            metrics: telemetry::FoldMetrics::register(),
         })
     }
 
@@ -652,7 +669,7 @@ impl PartitionTask {
             if state.next_timer != Some(due) {
                 continue;
             }
-            telemetry::fold_timer_fired();
+            self.metrics.timer_fired(due);
             let decision = decide(state, &id, Input::Timer, due, &config.scoring);
             if let Some(t) = decision.next_timer {
                 self.timers.insert((t, id.clone()));
@@ -681,14 +698,15 @@ impl PartitionTask {
         if config.fold.dedupe_window_days > 0 {
             let key = event_key(&event.event_id);
             if self.dedupe.contains_key(&key) {
-                telemetry::fold_duplicate();
+                self.metrics.duplicate();
                 return;
             }
             self.dedupe.insert(key, self.clock);
             self.dedupe_order.push_back((self.clock, key));
             self.dedupe_changes.push((key, Some(self.clock)));
         }
-        telemetry::fold_event(event.body.kind_name());
+        self.metrics
+            .event(event.body.kind_name(), event.occurred_at);
         let id = &event.customer_id;
         if event.body == Body::Erased {
             if let Some(state) = self.customers.remove(id) {
@@ -739,7 +757,7 @@ impl PartitionTask {
             }
             AlertKind::ChurnWarning => {}
         }
-        telemetry::alert(alert.kind.as_str());
+        self.metrics.alert(alert.kind, self.next_outbox_seq);
         let wire = alert_to_wire(&alert, &id);
         let encoding = config.encoding.alerts;
         let topic = match alert.kind {

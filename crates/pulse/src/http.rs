@@ -192,7 +192,7 @@ async fn route(state: Arc<HttpState>, req: Request<Incoming>) -> Response<Full<B
         Route::Metrics => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            state.prometheus.render(),
+            crate::telemetry::render(&state.prometheus, &state.shared),
         ),
         Route::Healthz => respond(StatusCode::OK, "text/plain", "ok\n"),
         Route::Readyz => {

@@ -39,6 +39,7 @@ struct Ingest {
     /// Per canonical partition: did it get an event since the last tick round, last tick sent.
     active: Vec<bool>,
     last_tick: Vec<i64>,
+    metrics: telemetry::IngestMetrics,
 }
 
 pub async fn run(
@@ -72,6 +73,7 @@ pub async fn run(
         max_event_time: None,
         active: vec![false; canonical_partitions as usize],
         last_tick: vec![i64::MIN; canonical_partitions as usize],
+        metrics: telemetry::IngestMetrics::default(),
         config: config.clone(),
     };
     tracing::info!(canonical_partitions, "ingest started");
@@ -121,6 +123,7 @@ impl Ingest {
         let encoding = header(msg.headers(), "content-type")
             .and_then(Encoding::from_content_type)
             .unwrap_or(topic_encoding);
+        let decoding = Instant::now();
         let result = match msg.payload() {
             None => Err(pulse_codec::Rejection {
                 reason: "no_value".into(),
@@ -130,9 +133,10 @@ impl Ingest {
                 decode_input(family, encoding, bytes, self.config.ingest.max_record_bytes)
             }
         };
+        self.metrics.decoded(family.as_str(), decoding);
         match result {
             Ok(event) => {
-                telemetry::ingest_accepted(family.as_str());
+                self.metrics.accepted(family.as_str());
                 self.max_event_time = Some(
                     self.max_event_time
                         .map_or(event.occurred_at, |m| m.max(event.occurred_at)),
