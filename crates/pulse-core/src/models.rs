@@ -42,9 +42,10 @@
 //!
 //! Forecasts at several horizons (a CLV needs one per period) go through
 //! [`ExpectedPurchases::expected_purchases_at`]: P(alive) is computed once, and the
-//! (M)BG/NBD horizons, which share their 2F1 parameters and differ only in `z`, sum their
-//! series in one pass that computes each term ratio once. Every horizon gets exactly the
-//! value it would get alone; the single-horizon functions are that batch with one horizon.
+//! (M)BG/NBD horizons, which share their 2F1 parameters and differ only in `z`, share the
+//! `z`-free term ratios of their series (one division per term for all horizons). Every
+//! horizon gets exactly the value it would get alone; the single-horizon functions are that
+//! batch with one horizon.
 
 use serde::{Deserialize, Serialize};
 use std::f64::consts::PI;
@@ -121,6 +122,9 @@ const SERIES_EPS: f64 = 1e-17;
 /// Hard cap on Maclaurin terms: only reached for extreme parameters, and then we prefer an
 /// honest `NaN` over a silently truncated sum.
 const MAX_SERIES_TERMS: usize = 100_000;
+/// The bracket series checks its tail bound only every this many terms: the check costs
+/// more than a term, and a few terms past the bound only make the sum more accurate.
+const TAIL_CHECK_EVERY: usize = 4;
 /// Maclaurin terms tried for `1/2 < z < 1` before switching to analytic continuation: a
 /// large `c` makes the series collapse in a few dozen terms even right next to `z = 1`.
 const NEAR_ONE_SERIES_BUDGET: usize = 400;
@@ -484,11 +488,8 @@ const A_NEAR_ONE: f64 = 1e-3;
 /// `c/(a-1) [1 - (1-z)^shape 2F1(shape, beta_post; c; z)]` with `c = a + beta_post - 1` and
 /// `z = t/(rate+t)`. Euler's transformation rewrites the bracket as
 /// `1 - (1-z)^(a-1) 2F1(c - shape, a - 1; c; z)`, which makes the removable singularity at
-/// `a = 1` explicit and keeps the 2F1 parameters small even for large `x`.
-///
-/// All horizons share the 2F1 parameters and differ only in `z`, so their series are summed
-/// in one pass (see [`dropout_bracket_series`]); a `z > 1/2` whose series does not settle
-/// quickly falls back to 2F1 continued toward `z = 1`, one at a time.
+/// `a = 1` explicit and keeps the 2F1 parameters small even for large `x`. All horizons
+/// share the 2F1 parameters and differ only in `z`, so they share one [`TermRatios`].
 fn beta_geometric_alive_expectations(
     shape: f64,
     rate: f64,
@@ -500,26 +501,14 @@ fn beta_geometric_alive_expectations(
     assert_eq!(horizons.len(), out.len(), "one output per horizon");
     let c = a + beta_post - 1.0;
     let (e, cc) = (a - 1.0, c - shape);
-    let mut points: Vec<SeriesPoint> = horizons
-        .iter()
-        .filter(|t| horizon_is_valid(**t) && **t > 0.0)
-        .map(|t| SeriesPoint::new(e, t / rate))
-        .collect();
-    dropout_bracket_series(e, cc, c, &mut points);
-    let mut points = points.into_iter();
+    let mut ratios = TermRatios::new(cc, e, c);
     for (&t, out) in horizons.iter().zip(out) {
         *out = if !horizon_is_valid(t) {
             f64::NAN
         } else if t == 0.0 {
             0.0
         } else {
-            let p = points.next().expect("one point per positive horizon");
-            let g = match p.state {
-                SeriesState::Done(g) => g,
-                _ if p.z <= 0.5 => f64::NAN, // no alternative to the series there
-                _ => dropout_bracket_continued(e, cc, c, &p),
-            };
-            c * g
+            c * dropout_bracket(e, &BracketPoint::new(t / rate), &mut ratios)
         };
     }
 }
@@ -531,125 +520,88 @@ fn beta_geometric_alive_expectation(shape: f64, rate: f64, a: f64, beta_post: f6
     out[0]
 }
 
-/// One `z`'s share of [`dropout_bracket_series`].
-struct SeriesPoint {
+/// Where a dropout bracket is evaluated.
+struct BracketPoint {
     z: f64,
     /// `1 - z`, exact.
     one_minus_z: f64,
-    /// `-ln(1 - z)`.
+    /// `l = -ln(1 - z)`.
     l: f64,
-    /// `(1 - e^(-e l)) / e`.
-    leading: f64,
-    term: f64,
-    sum: CompensatedSum,
-    largest: f64,
-    /// Beyond `z = 1/2` the series gets a budget of terms and must not cancel: continuation
-    /// toward 1 is the better method then.
-    max_terms: usize,
-    picky: bool,
-    state: SeriesState,
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum SeriesState {
-    Summing,
-    Done(f64),
-    GaveUp,
-}
-
-impl SeriesPoint {
+impl BracketPoint {
     /// At `z = q/(1+q)`, `q > 0`, whose complement and log are exact from `q`.
-    fn new(e: f64, q: f64) -> Self {
-        let z = q / (1.0 + q);
-        let l = q.ln_1p();
-        let near_one = z > 0.5;
+    fn new(q: f64) -> Self {
         Self {
-            z,
+            z: q / (1.0 + q),
             one_minus_z: 1.0 / (1.0 + q),
-            l,
-            leading: one_minus_exp_over(e, l),
-            term: 0.0,
-            sum: CompensatedSum::new(0.0),
-            largest: 0.0,
-            max_terms: if near_one {
-                NEAR_ONE_SERIES_BUDGET
+            l: q.ln_1p(),
+        }
+    }
+}
+
+/// The `z`-free part of the bracket series (see [`dropout_bracket_series`]), computed once
+/// per parameter set and shared by every `z`: the first coefficient `cc/c` and, for
+/// `n >= 1`, the term ratio `(cc+n)(e+n) / ((c+n)(n+1))` (term `n+1` is term `n` times it
+/// times `z`) with the factor that, times `z`, bounds every later ratio (the geometric tail
+/// bound of [`maclaurin`]; infinite while a Pochhammer factor can still change sign).
+/// Extended as far as the largest `z` needs.
+struct TermRatios {
+    cc: f64,
+    e: f64,
+    c: f64,
+    settled_after: f64,
+    excess: f64,
+    /// `(ratio, tail bound)` of term `n` at index `n - 1`.
+    table: Vec<(f64, f64)>,
+}
+
+impl TermRatios {
+    fn new(cc: f64, e: f64, c: f64) -> Self {
+        Self {
+            cc,
+            e,
+            c,
+            settled_after: (-cc).max(-e).max(-c).max(0.0),
+            // For large n the ratio is 1 + (cc+e-c-1)/n + ...: it may still exceed 1.
+            excess: (cc + e - c - 1.0).max(0.0),
+            table: Vec::new(),
+        }
+    }
+
+    fn ratio(&self, n: f64) -> f64 {
+        (self.cc + n) * (self.e + n) / ((self.c + n) * (n + 1.0))
+    }
+
+    /// `(ratio, tail bound)` of term `n >= 1`, extending the table a few terms at a time.
+    fn get(&mut self, n: usize) -> (f64, f64) {
+        while self.table.len() < n {
+            let nf = (self.table.len() + 1) as f64;
+            let next = nf + 1.0;
+            let bound = if next > self.settled_after {
+                self.ratio(next).abs().max(1.0 + self.excess / (next + 1.0))
             } else {
-                MAX_SERIES_TERMS
-            },
-            picky: near_one,
-            state: SeriesState::Summing,
+                f64::INFINITY
+            };
+            self.table.push((self.ratio(nf), bound));
         }
+        self.table[n - 1]
     }
 }
 
-/// Bracket `G(e) = [1 - (1-z)^e 2F1(cc, e; c; z)] / e` (with `l = -ln(1-z)`, analytic in
-/// `e`) at every point, via `2F1(cc, e; c; z) = 1 + e S` with
-/// `S = sum_{n>=1} (cc)_n (e+1)_{n-1} / ((c)_n n!) z^n`, so that
-/// `G = (1 - e^(-e l))/e - e^(-e l) S` has no division by `e` at all.
-///
-/// The points are summed in lockstep: each term ratio `(cc+n)(e+n) / ((c+n)(n+1))` (times
-/// `z`) and its tail bound are computed once for all of them, and their independent running
-/// sums keep the processor busy where one sum alone would wait on each addition. A point is
-/// `Done` once the geometric bound on its tail (as in [`maclaurin`]) drops below
-/// [`SERIES_EPS`], and `GaveUp` past its term budget or, if picky, when its terms cancelled
-/// by more than [`MAX_CANCELLATION`]. Each point sees exactly the arithmetic it would alone.
-fn dropout_bracket_series(e: f64, cc: f64, c: f64, points: &mut [SeriesPoint]) {
-    let settled_after = (-cc).max(-e).max(-c).max(0.0);
-    // For large n the ratio is 1 + (cc+e-c-1)/n + ...: it may still exceed 1.
-    let excess = (cc + e - c - 1.0).max(0.0);
-    let ratio = |n: f64| (cc + n) * (e + n) / ((c + n) * (n + 1.0));
-    for p in points.iter_mut() {
-        p.term = cc / c * p.z;
-        p.sum = CompensatedSum::new(p.term);
-        p.largest = p.term.abs();
+/// `G(e) = [1 - (1-z)^e 2F1(cc, e; c; z)] / e` with `l = -ln(1-z)`, analytic in `e`: by its
+/// series wherever that converges quickly (always for `z <= 1/2`; beyond, when `c` is large
+/// enough), otherwise from 2F1 continued toward `z = 1`.
+fn dropout_bracket(e: f64, at: &BracketPoint, ratios: &mut TermRatios) -> f64 {
+    if at.z <= 0.5 {
+        return dropout_bracket_series(e, at, ratios, MAX_SERIES_TERMS, false).unwrap_or(f64::NAN);
     }
-    let mut summing = points.len();
-    let mut n = 1;
-    while summing > 0 {
-        let nf = n as f64;
-        let r = ratio(nf);
-        // Times z, a bound on every later ratio once all Pochhammer factors are positive.
-        let next = nf + 1.0;
-        let bound = if next > settled_after {
-            ratio(next).abs().max(1.0 + excess / (next + 1.0))
-        } else {
-            f64::INFINITY
-        };
-        for p in points
-            .iter_mut()
-            .filter(|p| p.state == SeriesState::Summing)
-        {
-            if n >= p.max_terms {
-                p.state = SeriesState::GaveUp;
-                summing -= 1;
-                continue;
-            }
-            p.term *= r * p.z;
-            p.sum.add(p.term);
-            p.largest = p.largest.max(p.term.abs());
-            let q = bound * p.z;
-            let s = p.sum.value();
-            let settled = p.term == 0.0
-                || (q < 1.0
-                    && p.term.abs() * q <= SERIES_EPS * (s.abs() + p.leading.abs()) * (1.0 - q));
-            if settled {
-                p.state = if p.picky && p.largest > MAX_CANCELLATION * s.abs() {
-                    SeriesState::GaveUp
-                } else {
-                    SeriesState::Done(p.leading - (-e * p.l).exp() * s)
-                };
-                summing -= 1;
-            }
-        }
-        n += 1;
+    if let Some(g) = dropout_bracket_series(e, at, ratios, NEAR_ONE_SERIES_BUDGET, true) {
+        return g;
     }
-}
-
-/// The bracket for `z > 1/2` from 2F1 continued toward `z = 1`, for when its series does
-/// not settle quickly (small `c`, `z` close to 1).
-fn dropout_bracket_continued(e: f64, cc: f64, c: f64, p: &SeriesPoint) -> f64 {
+    let (cc, c) = (ratios.cc, ratios.c);
     if e.abs() >= A_NEAR_ONE {
-        return dropout_bracket_direct(e, cc, c, p);
+        return dropout_bracket_direct(e, cc, c, at);
     }
     // Lagrange interpolation through six nodes symmetric around e = 0. G is entire in e and
     // its k-th derivative grows like l^k, so the relative error is about (1e-3 l)^6 / 20:
@@ -663,20 +615,60 @@ fn dropout_bracket_continued(e: f64, cc: f64, c: f64, p: &SeriesPoint) -> f64 {
                 weight *= (e - ek) / (ej - ek);
             }
         }
-        total += weight * dropout_bracket_direct(ej, cc, c, p);
+        total += weight * dropout_bracket_direct(ej, cc, c, at);
     }
     total
+}
+
+/// Bracket via `2F1(cc, e; c; z) = 1 + e S` with
+/// `S = sum_{n>=1} (cc)_n (e+1)_{n-1} / ((c)_n n!) z^n`, so that
+/// `G = (1 - e^(-e l))/e - e^(-e l) S` has no division by `e` at all. `None` if the tail
+/// bound (checked every [`TAIL_CHECK_EVERY`] terms) does not drop below [`SERIES_EPS`]
+/// within `max_terms` terms, or if `picky` and the terms cancelled by more than
+/// [`MAX_CANCELLATION`] (the caller then has a better method).
+fn dropout_bracket_series(
+    e: f64,
+    at: &BracketPoint,
+    ratios: &mut TermRatios,
+    max_terms: usize,
+    picky: bool,
+) -> Option<f64> {
+    let BracketPoint { z, l, .. } = *at;
+    let leading = one_minus_exp_over(e, l);
+    let mut term = ratios.cc / ratios.c * z;
+    let mut sum = CompensatedSum::new(term);
+    let mut largest = term.abs();
+    for n in 1..max_terms {
+        let (ratio, bound) = ratios.get(n);
+        term *= ratio * z;
+        sum.add(term);
+        largest = largest.max(term.abs());
+        if term == 0.0 || n % TAIL_CHECK_EVERY == 0 {
+            let q = bound * z;
+            let s = sum.value();
+            let settled = term == 0.0
+                || (q < 1.0
+                    && term.abs() * q <= SERIES_EPS * (s.abs() + leading.abs()) * (1.0 - q));
+            if settled {
+                if picky && largest > MAX_CANCELLATION * s.abs() {
+                    return None;
+                }
+                return Some(leading - (-e * l).exp() * s);
+            }
+        }
+    }
+    None
 }
 
 /// Bracket via 2F1 itself, through `ln(1 - eG) = -e l + ln 2F1`. `1 - eG` is positive: for
 /// `a > 1`, `eG` is the horizon's share of the (finite) lifetime expected purchases, and for
 /// `a < 1` both terms are positive. So 2F1 > 0 and the log is safe.
-fn dropout_bracket_direct(e: f64, cc: f64, c: f64, p: &SeriesPoint) -> f64 {
-    let (ln_f, sign) = ln_hyp2f1(cc, e, c, p.z, p.one_minus_z);
+fn dropout_bracket_direct(e: f64, cc: f64, c: f64, at: &BracketPoint) -> f64 {
+    let (ln_f, sign) = ln_hyp2f1(cc, e, c, at.z, at.one_minus_z);
     if sign > 0.0 {
-        -(-e * p.l + ln_f).exp_m1() / e
+        -(-e * at.l + ln_f).exp_m1() / e
     } else {
-        (1.0 - sign * (-e * p.l + ln_f).exp()) / e
+        (1.0 - sign * (-e * at.l + ln_f).exp()) / e
     }
 }
 
