@@ -60,9 +60,7 @@
 use crate::alert::{Alert, AlertKind, Reason, Score};
 use crate::config::{ModelKind, ScoringConfig, Weights};
 use crate::event::{Body, ClickKind, Event, Millis, OrderKind, SupportKind, DAY, HOUR};
-use crate::models::{
-    discounted_clv, BgNbd, ClvSchedule, ExpectedPurchases, GammaGamma, MbgNbd, ParetoNbd,
-};
+use crate::models::{BgNbd, ClvSchedule, ExpectedPurchases, GammaGamma, MbgNbd, ParetoNbd};
 use crate::state::{
     ClickFacts, CustomerState, NpsClass, OpenTicket, Segment, Stage, SupportFacts, ValueTier,
     MAX_OPEN_TICKETS,
@@ -287,6 +285,14 @@ impl ExpectedPurchases for Model {
             Model::Mbg(m) => m.expected_purchases(x, t_x, age, horizon),
             Model::Bg(m) => m.expected_purchases(x, t_x, age, horizon),
             Model::Pareto(m) => m.expected_purchases(x, t_x, age, horizon),
+        }
+    }
+
+    fn expected_purchases_at(&self, x: f64, t_x: f64, age: f64, horizons: &[f64], out: &mut [f64]) {
+        match self {
+            Model::Mbg(m) => m.expected_purchases_at(x, t_x, age, horizons, out),
+            Model::Bg(m) => m.expected_purchases_at(x, t_x, age, horizons, out),
+            Model::Pareto(m) => m.expected_purchases_at(x, t_x, age, horizons, out),
         }
     }
 }
@@ -1147,9 +1153,12 @@ fn clv(
         period_length: horizon / f64::from(c.periods),
         discount_rate: (1.0 + c.annual_discount_rate).powf(period_days / 365.0) - 1.0,
     };
-    let age = h.age(now);
-    let clv_minor = discounted_clv(model, h.x, h.t_x, age, expected_spend_minor, &schedule);
-    let expected_purchases = model.expected_purchases(h.x, h.t_x, age, horizon);
+    // One batched forecast: every period end, then the whole horizon.
+    let horizons: Vec<f64> = schedule.period_ends().chain([horizon]).collect();
+    let mut cumulative = vec![0.0; horizons.len()];
+    model.expected_purchases_at(h.x, h.t_x, h.age(now), &horizons, &mut cumulative);
+    let expected_purchases = cumulative.pop().unwrap_or(f64::NAN);
+    let clv_minor = schedule.discount(&cumulative, expected_spend_minor);
     if !(clv_minor.is_finite()
         && expected_purchases.is_finite()
         && expected_spend_minor.is_finite())
