@@ -29,6 +29,10 @@ pub const CONSUMER_LAG: &str = "pulse_consumer_lag_records";
 pub const RESTORE_RECORDS: &str = "pulse_restore_records_total";
 pub const RESTORE_IN_PROGRESS: &str = "pulse_restore_partitions_in_progress";
 pub const RESTORES: &str = "pulse_restores_total";
+pub const ERASURES: &str = "pulse_fold_erasures_total";
+pub const SUPPRESSED_EVENTS: &str = "pulse_fold_suppressed_events_total";
+pub const STATE_REWRITES: &str = "pulse_fold_state_rewrites_total";
+pub const STATE_REWRITE_SECONDS: &str = "pulse_fold_state_rewrite_duration_seconds";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -151,6 +155,30 @@ fn describe() {
     counter!(RESTORE_RECORDS).absolute(0);
     counter!(RESTORES).absolute(0);
     gauge!(RESTORE_IN_PROGRESS).set(0.0);
+    describe_erasure();
+}
+
+fn describe_erasure() {
+    describe_counter!(
+        ERASURES,
+        "customer_erased requests applied by fold, by outcome (erased, already_erased)."
+    );
+    describe_counter!(
+        SUPPRESSED_EVENTS,
+        "Events of erased customers dropped by fold (counted, never stored)."
+    );
+    describe_counter!(
+        STATE_REWRITES,
+        "Partition databases rewritten into a fresh directory after erasures."
+    );
+    describe_histogram!(
+        STATE_REWRITE_SECONDS,
+        Unit::Seconds,
+        "Time to rewrite a partition's database after erasures."
+    );
+    counter!(ERASURES, "outcome" => "erased").absolute(0);
+    counter!(SUPPRESSED_EVENTS).absolute(0);
+    counter!(STATE_REWRITES).absolute(0);
 }
 
 pub fn restore_started(partition: i32) {
@@ -279,4 +307,33 @@ pub fn consumer_lag(group: &str, stats: &rdkafka::Statistics) {
             }
         }
     }
+}
+
+/// A customer_erased request applied. Logged without the customer id or its key.
+pub fn customer_erased(partition: i32, offset: i64, already_erased: bool) {
+    let outcome = if already_erased {
+        "already_erased"
+    } else {
+        "erased"
+    };
+    counter!(ERASURES, "outcome" => outcome).increment(1);
+    tracing::info!(partition, offset, outcome, "customer erasure applied");
+}
+
+/// An event of an erased customer, dropped.
+pub fn fold_suppressed() {
+    counter!(SUPPRESSED_EVENTS).increment(1);
+}
+
+pub fn state_rewritten(partition: i32, r: &pulse_store::Rewritten, took: std::time::Duration) {
+    counter!(STATE_REWRITES).increment(1);
+    histogram!(STATE_REWRITE_SECONDS).record(took.as_secs_f64());
+    tracing::info!(
+        partition,
+        records = r.records,
+        bytes_before = r.bytes_before,
+        bytes_after = r.bytes_after,
+        ms = took.as_millis() as u64,
+        "partition database rewritten after erasure"
+    );
 }
