@@ -3,7 +3,8 @@
 //! records; later events of the customer are dropped and counted; a confirmation naming the
 //! customer only by its key is emitted; and, once fold has rewritten the partition databases,
 //! no file under the state dir and no live record of the (computed) compacted changelog holds
-//! the customer id in any encoding we store. A replay of the same log erases identically.
+//! the customer id in any encoding we store. A replay of the same log erases identically, and
+//! a new owner restored from the changelog keeps the customer suppressed.
 //! (The timer lives in the customer's state, so no state means no timer.)
 
 use std::collections::BTreeMap;
@@ -366,5 +367,136 @@ async fn erasure_leaves_no_trace_mock() -> anyhow::Result<()> {
             .all(|l| !contains_any(l.as_bytes(), &needles)),
         "a record naming the erased customer left after its erasure"
     );
+
+    // A new owner with no local state restores from the changelog: the erasure markers keep
+    // the customer suppressed there too, and its rewritten store holds no trace either.
+    let restored_dir = tmp.path().join("restored");
+    let cfg = config(
+        &broker,
+        &restored_dir,
+        "erasure-restored",
+        "[ingest]\nenabled = false\n[fold]\nerasure_rewrite_interval_ms = 0\n",
+    );
+    let running = pulse::start(cfg.clone()).await?;
+    wait_for("the restore", Duration::from_secs(60), || {
+        running
+            .shared
+            .restored
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == i64::from(PARTITIONS)
+    })
+    .await?;
+    let (_, m) = http_get(running.http_addr, "/metrics")?;
+    let suppressed_before = metric(&m, "pulse_fold_suppressed_events_total");
+    let late = [
+        order(SECRET, "after-restore-1", day(31)),
+        order(OTHERS[0], "after-restore-2", day(31)),
+    ];
+    append(&p, &canonical, &late, &mut ends).await?;
+    wait_for(
+        "the restored fold to reach the end",
+        Duration::from_secs(60),
+        || caught_up(&running, &ends),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, m) = http_get(running.http_addr, "/metrics")?;
+    assert_eq!(
+        metric(&m, "pulse_fold_suppressed_events_total") - suppressed_before,
+        1.0,
+        "suppressed after a restore"
+    );
+    running.stop().await?;
+    check_stores(&restored_dir)?;
+    assert_eq!(
+        files_holding(&restored_dir, &needles),
+        Vec::<PathBuf>::new()
+    );
+    Ok(())
+}
+
+/// Outbox records about the customer that were committed but not yet acknowledged when the
+/// erasure is folded (a crash between a commit and its drain) are withdrawn in the erasure's
+/// commit: they never leave. The store is seeded as such a crash leaves it; the commit timer
+/// is set far out so that the erasure (one record per commit) is folded before any drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_withdraws_pending_outbox_records_mock() -> anyhow::Result<()> {
+    let broker = Broker::mock();
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("state");
+    let cfg = config(
+        &broker,
+        &dir,
+        "erasure-pending",
+        "[ingest]\nenabled = false\n[fold]\ncommit_max_events = 1\ncommit_interval_ms = 20000\n\
+         erasure_rewrite_interval_ms = 0\n",
+    );
+    broker.create_all(&cfg, 1).await?;
+    let p = producer(&broker.bootstrap());
+    let mut ends = BTreeMap::new();
+    append(
+        &p,
+        &cfg.topics.canonical,
+        &[
+            order(SECRET, "before", day(0)),
+            erasure(SECRET, "erasure-request-1", day(1)),
+        ],
+        &mut ends,
+    )
+    .await?;
+    let record = |topic: &str, key: &str, partition| pulse_store::OutboxRecord {
+        topic: topic.into(),
+        key: key.into(),
+        value: Some(format!("{{\"customer_id\":\"{key}\"}}").into_bytes()),
+        headers: vec![("ce_id".into(), format!("pending-{key}"))],
+        partition,
+    };
+    {
+        let store = pulse_store::PartitionStore::open(&pulse::fold::partition_dir(&dir, 0), true)?;
+        store.commit(&pulse_store::Commit {
+            checkpoint: pulse_store::Checkpoint {
+                next_offset: 1,
+                clock: day(0),
+            },
+            customers: vec![(SECRET.into(), Some(Default::default()))],
+            outbox: vec![
+                (0, record(&cfg.topics.churn_warnings, SECRET, None)),
+                (
+                    1,
+                    record(&cfg.topics.changelog, &customer_key_hex(SECRET), Some(0)),
+                ),
+                (2, record(&cfg.topics.churn_warnings, OTHERS[0], None)),
+            ],
+            ..Default::default()
+        })?;
+    }
+    let running = pulse::start(cfg.clone()).await?;
+    wait_for("the erasure to be folded", Duration::from_secs(60), || {
+        caught_up(&running, &ends)
+    })
+    .await?;
+    running.stop().await?;
+
+    let needles = encodings(SECRET);
+    let sent = consume_all(
+        &broker.bootstrap(),
+        &[&cfg.topics.churn_warnings, &cfg.topics.changelog],
+        Duration::from_secs(2),
+    )?;
+    assert!(
+        sent.iter().any(|r| r.key.as_deref() == Some(OTHERS[0])),
+        "another customer's pending alert still leaves (control)"
+    );
+    for r in &sent {
+        assert!(
+            !contains_any(&r.value, &needles) && r.key.as_deref() != Some(SECRET),
+            "a pending record about the erased customer left: {r:?}"
+        );
+    }
+    let store = pulse_store::PartitionStore::open(&pulse::fold::partition_dir(&dir, 0), false)?;
+    assert_eq!(store.outbox()?, vec![]);
+    assert_eq!(store.customer(SECRET)?, None);
+    drop(store);
+    assert_eq!(files_holding(&dir, &needles), Vec::<PathBuf>::new());
     Ok(())
 }

@@ -784,8 +784,14 @@ impl PartitionTask {
             self.dedupe.remove(&k);
             self.dedupe_changes.push((k, None));
         }
+        // Alerts (keyed by the id) and changelog snapshots (keyed by the customer key; the
+        // tombstone of this commit supersedes them), never dead letters.
         let dead_letters = &config.topics.dead_letters;
-        let about = |r: &OutboxRecord| r.key == *id && r.topic != *dead_letters;
+        let snapshot_key = customer_changelog_key(customer);
+        let about = |r: &OutboxRecord| {
+            (r.key == *id && r.topic != *dead_letters)
+                || (r.key == snapshot_key && r.topic == config.topics.changelog)
+        };
         self.outbox.retain(|(_, r)| !about(r));
         let purged: Vec<u64> = self
             .unacked
