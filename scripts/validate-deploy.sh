@@ -245,7 +245,7 @@ for c in calls:
         created[c[c.index("--topic") + 1]] = c
 topics = ["customer.orders", "customer.clickstream", "customer.support", "pulse.customer-events",
           "pulse.dead-letters", "pulse.churn-warnings", "pulse.segment-changes",
-          "pulse.lifecycle-changes", "pulse.state-changelog"]
+          "pulse.lifecycle-changes", "pulse.state-changelog", "pulse.erasures"]
 for t in topics:
     c = created.get(t)
     if c is None:
@@ -266,7 +266,7 @@ if not errors:
         print(f"    {t}: {c[c.index('--partitions') + 1]} partitions {' '.join(extra)}")
 sys.exit(1 if errors else 0)
 EOF
-ok "6 services, mounts exist, topic-init creates the 9 topics"
+ok "6 services, mounts exist, topic-init creates the 10 topics"
 
 # ---------------------------------------------------------------------------------------------
 step "kubernetes: kubernetes-validate --strict deploy/k8s/*.yaml (Kubernetes $K8S_VERSIONS)"

@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "pulse/v1/canonical.proto",
         "pulse/v1/alert.proto",
         "pulse/v1/changelog.proto",
+        "pulse/v1/erasure.proto",
     ];
     println!("cargo:rerun-if-changed=../../proto");
     let fds = protox::compile(files, ["../../proto"])?;

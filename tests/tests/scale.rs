@@ -3,8 +3,8 @@
 //! (the partitions move back and resume from the first instance's local checkpoints), all in
 //! one consumer group over one canonical log: the final state and the set of alerts equal a
 //! single uninterrupted run's, and every re-sent alert is byte-identical. (b) The changelog
-//! holds, per customer, the state in the store (a tombstone after erasure) and, per partition,
-//! the store's checkpoint. (c) A changelog with another partition count is refused at start.
+//! holds, per customer key, the state in the store (a tombstone and an erasure marker after
+//! erasure) and, per partition, the store's checkpoint. (c) A changelog with another partition count is refused at start.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -236,6 +236,7 @@ async fn changelog_holds_the_latest_state_mock() -> anyhow::Result<()> {
     )?);
     let mut snapshots = 0;
     let mut tombstones = 0;
+    let mut markers = 0;
     for ((partition, key), rec) in &log {
         if key == CHECKPOINT_KEY {
             let Changelog::Checkpoint {
@@ -251,17 +252,24 @@ async fn changelog_holds_the_latest_state_mock() -> anyhow::Result<()> {
             assert_eq!((next_offset, clock_ms), (stored.next_offset, stored.clock));
             continue;
         }
-        assert_eq!(
-            pulse::kafka::partition_for(key.as_bytes(), PARTITIONS),
-            *partition,
-            "a customer's changelog partition is its canonical partition"
-        );
         if rec.value.is_empty() {
             tombstones += 1;
             assert!(
-                !state.contains_key(key),
+                state
+                    .keys()
+                    .all(|id| pulse_core::hash::customer_key_hex(id) != *key),
                 "{key} erased but still in the store"
             );
+            continue;
+        }
+        if let Some(erased) = key.strip_prefix("erased.") {
+            let Changelog::Erased { customer_key, .. } =
+                decode_changelog(&rec.value, Encoding::Json)?
+            else {
+                panic!("erasure key with another record");
+            };
+            assert_eq!(format!("{customer_key:032x}"), erased);
+            markers += 1;
             continue;
         }
         let Changelog::Customer {
@@ -272,12 +280,25 @@ async fn changelog_holds_the_latest_state_mock() -> anyhow::Result<()> {
         else {
             panic!("customer key with a checkpoint record");
         };
-        assert_eq!(&customer_id, key);
+        assert_eq!(
+            &pulse_core::hash::customer_key_hex(&customer_id),
+            key,
+            "keyed by customer key, never the raw id"
+        );
+        assert_eq!(
+            pulse::kafka::partition_for(customer_id.as_bytes(), PARTITIONS),
+            *partition,
+            "a customer's changelog partition is its canonical partition"
+        );
+        assert_eq!(
+            rec.headers.get("schema").map(String::as_str),
+            Some("pulse.v1.ChangelogRecord/2")
+        );
         let mut stored = u16::try_from(schema_version)?.to_be_bytes().to_vec();
         stored.extend_from_slice(&bytes);
         assert_eq!(
             Some(&pulse_store::decode_state(&stored)?),
-            state.get(key),
+            state.get(&customer_id),
             "latest snapshot of {key}"
         );
         snapshots += 1;
@@ -288,6 +309,7 @@ async fn changelog_holds_the_latest_state_mock() -> anyhow::Result<()> {
         "a snapshot per customer in the store"
     );
     assert_eq!(tombstones, 1, "the erased customer's tombstone");
+    assert_eq!(markers, 1, "the erased customer's erasure marker");
     assert_eq!(
         log.keys().filter(|(_, k)| k == CHECKPOINT_KEY).count(),
         PARTITIONS as usize

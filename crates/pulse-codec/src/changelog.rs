@@ -1,6 +1,10 @@
 //! Changelog records (`proto/pulse/v1/changelog.proto`) ↔ bytes, in the canonical encoding.
 //! A customer snapshot carries the store's own encoding of the state (schema version + bytes),
 //! so this crate never interprets it; a tombstone is a record with no value, not a message.
+//!
+//! Keys never hold a raw customer id: after compaction a tombstone's key outlives the erasure
+//! (for `delete.retention.ms`), so customers are keyed by their customer key (the snapshot's
+//! value carries the id while the customer exists). Version 1 was keyed by the raw id.
 
 use prost::Message;
 
@@ -9,6 +13,35 @@ use crate::{wire, CodecError, Encoding};
 /// The key of every checkpoint record (the partition is in the record and in the Kafka
 /// partition it is produced to).
 pub const CHECKPOINT_KEY: &str = "__checkpoint";
+
+/// Version of the changelog's keys and records, in every record's `schema` header.
+pub const CHANGELOG_SCHEMA_VERSION: u32 = 2;
+/// Name of the header carrying [`changelog_schema`].
+pub const SCHEMA_HEADER: &str = "schema";
+
+/// The `schema` header value of this version's changelog records.
+pub fn changelog_schema() -> String {
+    format!("pulse.v1.ChangelogRecord/{CHANGELOG_SCHEMA_VERSION}")
+}
+
+/// The version a `schema` header names (`None`: no header, or not a changelog schema; the
+/// records of version 1 had none).
+pub fn changelog_schema_version(header: Option<&str>) -> Option<u32> {
+    header?
+        .strip_prefix("pulse.v1.ChangelogRecord/")?
+        .parse()
+        .ok()
+}
+
+/// The changelog key of a customer's snapshot (and tombstone).
+pub fn customer_changelog_key(customer_key: u128) -> String {
+    format!("{customer_key:032x}")
+}
+
+/// The changelog key of a customer's erasure marker.
+pub fn erasure_changelog_key(customer_key: u128) -> String {
+    format!("erased.{customer_key:032x}")
+}
 
 /// One changelog record, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +55,11 @@ pub enum Changelog {
         partition: i32,
         next_offset: i64,
         clock_ms: i64,
+    },
+    /// The customer with this key was erased; its later events are dropped.
+    Erased {
+        customer_key: u128,
+        erased_at_ms: i64,
     },
 }
 
@@ -45,6 +83,13 @@ pub fn encode_changelog(record: &Changelog, encoding: Encoding) -> Vec<u8> {
             partition,
             next_offset,
             clock_ms,
+        }),
+        Changelog::Erased {
+            customer_key,
+            erased_at_ms,
+        } => Record::Erased(wire::ErasureMarker {
+            customer_key: format!("{customer_key:032x}"),
+            erased_at_ms,
         }),
     });
     let w = wire::ChangelogRecord { record };
@@ -71,10 +116,23 @@ pub fn decode_changelog(bytes: &[u8], encoding: Encoding) -> Result<Changelog, C
             next_offset: c.next_offset,
             clock_ms: c.clock_ms,
         }),
+        Some(Record::Erased(e)) => Ok(Changelog::Erased {
+            customer_key: parse_customer_key(&e.customer_key).ok_or_else(|| {
+                CodecError::Invalid(format!("erasure marker key {:?}", e.customer_key))
+            })?,
+            erased_at_ms: e.erased_at_ms,
+        }),
         None => Err(CodecError::Invalid(
             "changelog record without a variant".into(),
         )),
     }
+}
+
+/// Parses 32 hex digits (the form of [`customer_changelog_key`]).
+pub fn parse_customer_key(hex: &str) -> Option<u128> {
+    (hex.len() == 32)
+        .then(|| u128::from_str_radix(hex, 16).ok())
+        .flatten()
 }
 
 /// serde for `bytes` fields as proto3 JSON has them: standard base64 with padding.
@@ -119,6 +177,12 @@ mod tests {
                     clock_ms
                 }
             ),
+            (any::<u128>(), any::<i64>()).prop_map(|(customer_key, erased_at_ms)| {
+                Changelog::Erased {
+                    customer_key,
+                    erased_at_ms,
+                }
+            }),
         ]
     }
 
@@ -129,6 +193,25 @@ mod tests {
                 prop_assert_eq!(decode_changelog(&encode_changelog(&r, enc), enc).unwrap(), r.clone());
             }
         }
+    }
+
+    #[test]
+    fn schema_header_names_the_version() {
+        assert_eq!(
+            changelog_schema_version(Some(&changelog_schema())),
+            Some(CHANGELOG_SCHEMA_VERSION)
+        );
+        assert_eq!(changelog_schema_version(None), None);
+        assert_eq!(
+            changelog_schema_version(Some("pulse.v1.ChangelogRecord/1")),
+            Some(1)
+        );
+        assert_eq!(
+            parse_customer_key(&customer_changelog_key(u128::MAX - 7)),
+            Some(u128::MAX - 7)
+        );
+        assert_eq!(parse_customer_key("abc"), None);
+        assert!(erasure_changelog_key(1).starts_with("erased."));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod alert;
 pub mod canonical;
 pub mod changelog;
+pub mod erasure;
 pub mod input;
 pub mod money;
 pub mod time;
@@ -20,7 +21,12 @@ pub mod wire {
 
 pub use alert::{alert_headers, alert_to_wire, decode_alert, encode_alert};
 pub use canonical::{decode_canonical, encode_canonical, Canonical, Source, TickSource};
-pub use changelog::{decode_changelog, encode_changelog, Changelog, CHECKPOINT_KEY};
+pub use changelog::{
+    changelog_schema, changelog_schema_version, customer_changelog_key, decode_changelog,
+    encode_changelog, erasure_changelog_key, Changelog, CHANGELOG_SCHEMA_VERSION, CHECKPOINT_KEY,
+    SCHEMA_HEADER,
+};
+pub use erasure::{decode_erasure, encode_erasure, erasure_confirmation, erasure_headers};
 pub use input::{decode_input, Family, Rejection};
 
 /// How a topic's values are encoded. JSON is the default everywhere.

@@ -36,6 +36,22 @@ impl StableHasher {
     }
 }
 
+/// The key pulse keeps for a customer where the raw id must not be stored: the erasure
+/// suppression list, dedupe entries' owner, changelog keys and erasure confirmations. It is
+/// pseudonymous, not anonymous: whoever holds a candidate id can hash it and compare (that is
+/// how a later event of an erased customer is recognised), but the id cannot be read back.
+pub fn customer_key(customer_id: &str) -> u128 {
+    StableHasher::default()
+        .field(b"customer")
+        .field(customer_id.as_bytes())
+        .finish()
+}
+
+/// `customer_key` as 32 lowercase hex digits, its form on topics.
+pub fn customer_key_hex(customer_id: &str) -> String {
+    format!("{:032x}", customer_key(customer_id))
+}
+
 /// The dedupe key of an event id.
 pub fn event_key(event_id: &str) -> u128 {
     StableHasher::default().field(event_id.as_bytes()).finish()

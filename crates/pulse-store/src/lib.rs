@@ -7,28 +7,45 @@
 //!
 //! Key layout (one tree, one-byte prefix, big-endian fixed-width numbers so order is numeric):
 //! - `b'c' ++ customer_id`          → customer state (u16 schema version ++ JSON)
-//! - `b'd' ++ u128 event-id hash`   → i64 clock at which it was seen
+//! - `b'd' ++ u128 event-id hash`   → i64 clock at which it was seen ++ u128 customer key
+//! - `b's' ++ u128 customer key`    → i64 clock at which the customer was erased (suppression)
 //! - `b'o' ++ u64 sequence`         → outbox record
-//! - `b'm' ++ name`                 → metadata (`schema`, `checkpoint`)
+//! - `b'm' ++ name`                 → metadata (`schema`, `checkpoint`, `rewrite`)
+//!
+//! Physical erasure: sled is log-structured, so a removed value stays in old segments until
+//! sled happens to rewrite them. A commit that erases a customer therefore also sets the
+//! `rewrite` mark, and [`PartitionStore::rewrite`] copies the live records into a fresh
+//! directory that replaces the old one, which is deleted. It is crash-safe: `open` finishes or
+//! discards an interrupted rewrite, and the mark survives until a rewrite completed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use pulse_core::state::STATE_SCHEMA_VERSION;
 use pulse_core::{CustomerState, Millis};
 
 /// Version of the key layout and metadata encoding of this crate.
-pub const STORE_SCHEMA_VERSION: u16 = 1;
+/// 2: dedupe entries name their customer's key; suppression entries; the rewrite mark.
+pub const STORE_SCHEMA_VERSION: u16 = 2;
 
 const CUSTOMER: u8 = b'c';
 const DEDUPE: u8 = b'd';
+const SUPPRESSED: u8 = b's';
 const OUTBOX: u8 = b'o';
 const META_SCHEMA: &[u8] = b"mschema";
 const META_CHECKPOINT: &[u8] = b"mcheckpoint";
+const META_REWRITE: &[u8] = b"mrewrite";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("sled")]
     Sled(#[from] sled::Error),
+    #[error("rewriting {path}")]
+    Rewrite {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("state was written with store schema {found}; this binary reads schema {supported} — use a binary of that version or rebuild the state by replay")]
     SchemaVersion { found: u16, supported: u16 },
     #[error(
@@ -69,21 +86,36 @@ pub struct Commit {
     pub checkpoint: Checkpoint,
     /// `None` deletes the customer (erasure).
     pub customers: Vec<(String, Option<CustomerState>)>,
-    /// Dedupe inserts (`Some(seen at)`) and evictions (`None`), applied in order.
-    pub dedupe: Vec<(u128, Option<Millis>)>,
+    /// Dedupe inserts (`Some((seen at, customer key))`) and removals (`None`), in order.
+    pub dedupe: Vec<(u128, Option<(Millis, u128)>)>,
     pub outbox: Vec<(u64, OutboxRecord)>,
+    /// Customers erased by this commit: (customer key, clock), kept for good.
+    pub suppressed: Vec<(u128, Millis)>,
+    /// Committed outbox records withdrawn by this commit (an erased customer's).
+    pub outbox_purged: Vec<u64>,
 }
 
-/// The state of one partition.
+/// The state of one partition. Clones share one database handle, which
+/// [`PartitionStore::rewrite`] swaps for the rewritten one.
 #[derive(Clone)]
 pub struct PartitionStore {
-    db: sled::Db,
+    db: Arc<RwLock<sled::Db>>,
+    dir: PathBuf,
     fsync: bool,
+}
+
+/// What a rewrite did, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rewritten {
+    pub records: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
 }
 
 impl PartitionStore {
     /// Opens (or creates) the partition's database. Refuses state of another schema version.
     pub fn open(dir: &Path, fsync: bool) -> Result<Self, StoreError> {
+        recover_rewrite(dir)?;
         let db = open_db(dir)?;
         match db.get(META_SCHEMA)? {
             Some(v) => {
@@ -102,11 +134,21 @@ impl PartitionStore {
                 db.insert(META_SCHEMA, &STORE_SCHEMA_VERSION.to_be_bytes())?;
             }
         }
-        Ok(PartitionStore { db, fsync })
+        Ok(PartitionStore {
+            db: Arc::new(RwLock::new(db)),
+            dir: dir.to_path_buf(),
+            fsync,
+        })
+    }
+
+    /// The current database handle (a rewrite swaps it; a handle taken before keeps reading
+    /// the old, already unlinked, files until dropped).
+    fn db(&self) -> sled::Db {
+        self.db.read().expect("store lock").clone()
     }
 
     pub fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
-        self.db
+        self.db()
             .get(META_CHECKPOINT)?
             .map(|v| {
                 serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
@@ -118,30 +160,50 @@ impl PartitionStore {
     }
 
     pub fn customer(&self, id: &str) -> Result<Option<CustomerState>, StoreError> {
-        self.db
+        self.db()
             .get(prefixed(CUSTOMER, id.as_bytes()))?
             .map(|v| decode_state(&v))
             .transpose()
     }
 
     /// Every customer of the partition, in key order.
-    pub fn customers(
-        &self,
-    ) -> impl Iterator<Item = Result<(String, CustomerState), StoreError>> + '_ {
-        self.db.scan_prefix([CUSTOMER]).map(|kv| {
+    pub fn customers(&self) -> impl Iterator<Item = Result<(String, CustomerState), StoreError>> {
+        self.db().scan_prefix([CUSTOMER]).map(|kv| {
             let (k, v) = kv?;
             let id = String::from_utf8_lossy(&k[1..]).into_owned();
             Ok((id, decode_state(&v)?))
         })
     }
 
-    pub fn dedupe_entries(&self) -> Result<Vec<(u128, Millis)>, StoreError> {
-        self.db
+    /// `(event-id hash, seen at, customer key)` of every dedupe entry.
+    pub fn dedupe_entries(&self) -> Result<Vec<(u128, Millis, u128)>, StoreError> {
+        self.db()
             .scan_prefix([DEDUPE])
             .map(|kv| {
                 let (k, v) = kv?;
                 let corrupt = || StoreError::Corrupt {
                     what: "dedupe",
+                    source: None,
+                };
+                let key = u128::from_be_bytes(k[1..].try_into().map_err(|_| corrupt())?);
+                if v.len() != 24 {
+                    return Err(corrupt());
+                }
+                let at = i64::from_be_bytes(v[..8].try_into().map_err(|_| corrupt())?);
+                let customer = u128::from_be_bytes(v[8..].try_into().map_err(|_| corrupt())?);
+                Ok((key, at, customer))
+            })
+            .collect()
+    }
+
+    /// `(customer key, erased at)` of every erased customer.
+    pub fn suppressed(&self) -> Result<Vec<(u128, Millis)>, StoreError> {
+        self.db()
+            .scan_prefix([SUPPRESSED])
+            .map(|kv| {
+                let (k, v) = kv?;
+                let corrupt = || StoreError::Corrupt {
+                    what: "suppression",
                     source: None,
                 };
                 let key = u128::from_be_bytes(k[1..].try_into().map_err(|_| corrupt())?);
@@ -151,9 +213,14 @@ impl PartitionStore {
             .collect()
     }
 
+    /// Whether an erasure was committed since the last completed rewrite.
+    pub fn rewrite_pending(&self) -> Result<bool, StoreError> {
+        Ok(self.db().contains_key(META_REWRITE)?)
+    }
+
     /// Outbox records not yet acknowledged, in the order they were committed.
     pub fn outbox(&self) -> Result<Vec<(u64, OutboxRecord)>, StoreError> {
-        self.db
+        self.db()
             .scan_prefix([OUTBOX])
             .map(|kv| {
                 let (k, v) = kv?;
@@ -177,23 +244,95 @@ impl PartitionStore {
                 None => batch.remove(key),
             }
         }
-        for (k, at) in &commit.dedupe {
+        for (k, entry) in &commit.dedupe {
             let key = prefixed(DEDUPE, &k.to_be_bytes());
-            match at {
-                Some(at) => batch.insert(key, &at.to_be_bytes()),
+            match entry {
+                Some((at, customer)) => {
+                    let mut v = at.to_be_bytes().to_vec();
+                    v.extend_from_slice(&customer.to_be_bytes());
+                    batch.insert(key, v)
+                }
                 None => batch.remove(key),
             }
+        }
+        for (customer, at) in &commit.suppressed {
+            batch.insert(
+                prefixed(SUPPRESSED, &customer.to_be_bytes()),
+                &at.to_be_bytes(),
+            );
+        }
+        if !commit.suppressed.is_empty() {
+            batch.insert(META_REWRITE, &[1u8][..]);
+        }
+        for seq in &commit.outbox_purged {
+            batch.remove(prefixed(OUTBOX, &seq.to_be_bytes()));
         }
         for (seq, rec) in &commit.outbox {
             batch.insert(prefixed(OUTBOX, &seq.to_be_bytes()), encode_outbox(rec));
         }
         let checkpoint = serde_json::to_vec(&commit.checkpoint).expect("plain struct");
         batch.insert(META_CHECKPOINT, checkpoint);
-        self.db.apply_batch(batch)?;
+        let db = self.db();
+        db.apply_batch(batch)?;
         if self.fsync {
-            self.db.flush()?;
+            db.flush()?;
         }
         Ok(())
+    }
+
+    /// Copies every live record (less the rewrite mark) into a fresh database that replaces
+    /// this one, and deletes the old directory with whatever sled still kept of removed
+    /// values. Call it at a commit boundary, with no write in flight (fold is the only writer).
+    /// Crash-safe: see [`recover_rewrite`].
+    pub fn rewrite(&self) -> Result<Rewritten, StoreError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Rewrite { path, source }
+        };
+        let (fresh, old) = (sibling(&self.dir, "rewrite"), sibling(&self.dir, "old"));
+        let mut guard = self.db.write().expect("store lock");
+        guard.flush()?;
+        let bytes_before = guard.size_on_disk().unwrap_or(0);
+        if fresh.exists() {
+            std::fs::remove_dir_all(&fresh).map_err(io(&fresh))?;
+        }
+        let mut records = 0u64;
+        {
+            let new = open_db(&fresh)?;
+            let mut batch = sled::Batch::default();
+            let mut in_batch = 0;
+            for kv in guard.iter() {
+                let (k, v) = kv?;
+                if k.as_ref() == META_REWRITE {
+                    continue;
+                }
+                batch.insert(k, v);
+                records += 1;
+                in_batch += 1;
+                if in_batch == 10_000 {
+                    new.apply_batch(std::mem::take(&mut batch))?;
+                    in_batch = 0;
+                }
+            }
+            new.apply_batch(batch)?;
+            new.flush()?;
+        }
+        // The copy is complete and durable: from here on `open` completes the swap.
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+        std::fs::rename(&self.dir, &old).map_err(io(&self.dir))?;
+        std::fs::rename(&fresh, &self.dir).map_err(io(&fresh))?;
+        let new = open_db(&self.dir)?;
+        let bytes_after = new.size_on_disk().unwrap_or(0);
+        *guard = new;
+        drop(guard);
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        Ok(Rewritten {
+            records,
+            bytes_before,
+            bytes_after,
+        })
     }
 
     /// Removes acknowledged outbox records. Not flushed: losing this write only re-sends
@@ -203,19 +342,49 @@ impl PartitionStore {
         for seq in seqs {
             batch.remove(prefixed(OUTBOX, &seq.to_be_bytes()));
         }
-        self.db.apply_batch(batch)?;
+        self.db().apply_batch(batch)?;
         Ok(())
     }
 
     /// Bytes on disk, for metrics.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.db().size_on_disk().unwrap_or(0)
     }
 
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
+        self.db().flush()?;
         Ok(())
     }
+}
+
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".");
+    name.push(suffix);
+    dir.with_file_name(name)
+}
+
+/// Finishes or discards a rewrite a crash interrupted. `<dir>.rewrite` beside a `<dir>` is an
+/// unfinished copy (the old database is intact and still marked): removed. `<dir>.rewrite`
+/// without `<dir>` is a complete copy whose swap was cut short: moved into place. A leftover
+/// `<dir>.old` is removed (it holds what the rewrite was meant to destroy).
+fn recover_rewrite(dir: &Path) -> Result<(), StoreError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Rewrite { path, source }
+    };
+    let (fresh, old) = (sibling(dir, "rewrite"), sibling(dir, "old"));
+    if fresh.exists() {
+        if dir.exists() {
+            std::fs::remove_dir_all(&fresh).map_err(io(&fresh))?;
+        } else {
+            std::fs::rename(&fresh, dir).map_err(io(&fresh))?;
+        }
+    }
+    if old.exists() && dir.exists() {
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    Ok(())
 }
 
 /// sled's background flusher holds the directory lock for a moment after the last handle is
@@ -370,8 +539,9 @@ mod tests {
                         clock: 99,
                     },
                     customers: vec![("c1".into(), Some(state(2))), ("c2".into(), Some(state(1)))],
-                    dedupe: vec![(7, Some(99)), (8, Some(99)), (8, None)],
+                    dedupe: vec![(7, Some((99, 5))), (8, Some((99, 6))), (8, None)],
                     outbox: vec![(1, rec.clone()), (2, rec.clone())],
+                    ..Commit::default()
                 })
                 .unwrap();
             store.ack_outbox([1]).unwrap();
@@ -387,7 +557,7 @@ mod tests {
         );
         assert_eq!(store.customer("c1").unwrap(), Some(state(2)));
         assert_eq!(store.customers().count(), 2);
-        assert_eq!(store.dedupe_entries().unwrap(), vec![(7, 99)]);
+        assert_eq!(store.dedupe_entries().unwrap(), vec![(7, 99, 5)]);
         assert_eq!(store.outbox().unwrap(), vec![(2, rec)]);
         // Erasure deletes.
         store
@@ -401,6 +571,176 @@ mod tests {
             })
             .unwrap();
         assert_eq!(store.customer("c1").unwrap(), None);
+    }
+
+    /// Every file below `dir`, read whole.
+    fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                out.extend(files(&path));
+            } else {
+                out.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+        out
+    }
+
+    fn found(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+        files(dir)
+            .into_iter()
+            .filter(|(_, b)| b.windows(needle.len()).any(|w| w == needle))
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    #[test]
+    fn erasure_commit_suppresses_purges_and_rewrite_destroys_the_bytes() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("partition-0000");
+        let secret = "erase-me-4f1c9a";
+        let alert = |key: &str| OutboxRecord {
+            topic: "alerts".into(),
+            key: key.into(),
+            value: Some(format!("{{\"customer_id\":\"{key}\"}}").into_bytes()),
+            ..OutboxRecord::default()
+        };
+        let store = PartitionStore::open(&dir, true).unwrap();
+        // Many versions of the customer, so sled's log holds several copies of the id.
+        for i in 0..50 {
+            store
+                .commit(&Commit {
+                    checkpoint: Checkpoint {
+                        next_offset: i,
+                        clock: i,
+                    },
+                    customers: vec![
+                        (secret.into(), Some(state(i as u32))),
+                        ("keep-7d2e".into(), Some(state(1))),
+                    ],
+                    dedupe: vec![(i as u128, Some((i, 42)))],
+                    outbox: vec![(i as u64, alert(secret))],
+                    ..Commit::default()
+                })
+                .unwrap();
+        }
+        store.ack_outbox(0..49).unwrap();
+        assert!(!found(&dir, secret.as_bytes()).is_empty(), "control");
+        store
+            .commit(&Commit {
+                checkpoint: Checkpoint {
+                    next_offset: 50,
+                    clock: 50,
+                },
+                customers: vec![(secret.into(), None)],
+                dedupe: (0..50).map(|i| (i as u128, None)).collect(),
+                suppressed: vec![(42, 50)],
+                outbox_purged: vec![49],
+                ..Commit::default()
+            })
+            .unwrap();
+        assert_eq!(store.customer(secret).unwrap(), None);
+        assert_eq!(store.dedupe_entries().unwrap(), vec![]);
+        assert_eq!(store.outbox().unwrap(), vec![]);
+        assert_eq!(store.suppressed().unwrap(), vec![(42, 50)]);
+        assert!(store.rewrite_pending().unwrap());
+        // Deleted, yet still on disk: sled is log-structured.
+        assert!(
+            !found(&dir, secret.as_bytes()).is_empty(),
+            "sled kept the removed values (if this fails, sled changed; the rewrite stays)"
+        );
+        let reader = store.clone();
+        let r = store.rewrite().unwrap();
+        assert!(r.records >= 4, "{r:?}");
+        assert_eq!(found(root.path(), secret.as_bytes()), Vec::<PathBuf>::new());
+        assert!(!found(root.path(), b"keep-7d2e").is_empty(), "control");
+        assert_eq!(
+            std::fs::read_dir(root.path()).unwrap().count(),
+            1,
+            "no leftover directory"
+        );
+        // Clones see the rewritten database; the mark is gone; state survives a reopen.
+        assert!(!reader.rewrite_pending().unwrap());
+        assert_eq!(reader.customer("keep-7d2e").unwrap(), Some(state(1)));
+        drop((store, reader));
+        let store = PartitionStore::open(&dir, true).unwrap();
+        assert_eq!(store.suppressed().unwrap(), vec![(42, 50)]);
+        assert_eq!(store.checkpoint().unwrap().unwrap().next_offset, 50);
+        assert_eq!(store.customers().count(), 1);
+    }
+
+    /// The cost of a rewrite: `cargo test --release -p pulse-store rewrite_cost -- --ignored
+    /// --nocapture` (PULSE_REWRITE_CUSTOMERS, default 100 000, customers of a realistic size).
+    #[test]
+    #[ignore = "measurement"]
+    fn rewrite_cost() {
+        let n: u32 = std::env::var("PULSE_REWRITE_CUSTOMERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartitionStore::open(&dir.path().join("p"), false).unwrap();
+        let mut s = state(3);
+        s.orders.currency = Some("EUR".into());
+        s.next_timer = Some(1_735_689_600_000);
+        let value_bytes = encode_state(&s).len();
+        for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+            store
+                .commit(&Commit {
+                    customers: chunk
+                        .iter()
+                        .map(|i| (format!("customer-{i:08}"), Some(s.clone())))
+                        .collect(),
+                    dedupe: chunk
+                        .iter()
+                        .map(|i| (u128::from(*i), Some((0, u128::from(*i)))))
+                        .collect(),
+                    ..Commit::default()
+                })
+                .unwrap();
+        }
+        store.flush().unwrap();
+        let started = std::time::Instant::now();
+        let r = store.rewrite().unwrap();
+        let took = started.elapsed();
+        println!(
+            "rewrite: {n} customers ({value_bytes} B state each) + {n} dedupe entries = {} records, {} -> {} bytes on disk, {:.0} ms ({:.0} records/s)",
+            r.records,
+            r.bytes_before,
+            r.bytes_after,
+            took.as_secs_f64() * 1e3,
+            r.records as f64 / took.as_secs_f64()
+        );
+    }
+
+    #[test]
+    fn open_recovers_an_interrupted_rewrite() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("p");
+        let fresh = sibling(&dir, "rewrite");
+        let old = sibling(&dir, "old");
+        let put = |d: &Path, n: u32| {
+            let s = PartitionStore::open(d, true).unwrap();
+            s.commit(&Commit {
+                customers: vec![("c".into(), Some(state(n)))],
+                ..Commit::default()
+            })
+            .unwrap();
+        };
+        // An unfinished copy beside the database: discarded.
+        put(&dir, 1);
+        put(&fresh, 2);
+        let s = PartitionStore::open(&dir, true).unwrap();
+        assert_eq!(s.customer("c").unwrap(), Some(state(1)));
+        assert!(!fresh.exists());
+        drop(s);
+        // A complete copy whose swap was cut short: moved into place, the old one removed.
+        std::fs::rename(&dir, &old).unwrap();
+        put(&fresh, 3);
+        let s = PartitionStore::open(&dir, true).unwrap();
+        assert_eq!(s.customer("c").unwrap(), Some(state(3)));
+        assert!(!fresh.exists() && !old.exists());
     }
 
     #[test]

@@ -44,11 +44,12 @@ pub struct Topics {
     pub segment_changes: String,
     pub lifecycle_changes: String,
     pub changelog: String,
+    pub erasures: String,
 }
 
 impl Topics {
     /// Every topic with its config key, canonical log first.
-    pub fn named(&self) -> [(&'static str, &str); 9] {
+    pub fn named(&self) -> [(&'static str, &str); 10] {
         [
             ("topics.canonical", &self.canonical),
             ("topics.orders", &self.orders),
@@ -59,6 +60,7 @@ impl Topics {
             ("topics.segment_changes", &self.segment_changes),
             ("topics.lifecycle_changes", &self.lifecycle_changes),
             ("topics.changelog", &self.changelog),
+            ("topics.erasures", &self.erasures),
         ]
     }
 }
@@ -101,6 +103,9 @@ pub struct FoldConfig {
     pub commit_interval_ms: u64,
     pub dedupe_window_days: i64,
     pub fsync: bool,
+    /// Least time between two rewrites of a partition's database after erasures (0: after
+    /// every commit that erased someone).
+    pub erasure_rewrite_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

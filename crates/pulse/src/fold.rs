@@ -14,6 +14,10 @@
 //! the partition of the same number. A partition assigned with no local checkpoint (a fresh
 //! state dir: a new instance after scale-out) is first restored from its changelog partition,
 //! in the fold loop, before any of its records is folded.
+//!
+//! Erasure (`customer_erased`, see [`PartitionTask::erase`]) removes everything held for the
+//! customer in one commit and suppresses the customer's later events for good; the partition's
+//! database is then rewritten so that sled's log keeps no copy of the id.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -22,10 +26,12 @@ use std::sync::{mpsc, Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use pulse_codec::{
-    alert_headers, alert_to_wire, decode_canonical, decode_changelog, encode_alert,
-    encode_changelog, Canonical, Changelog, Encoding, CHECKPOINT_KEY,
+    alert_headers, alert_to_wire, changelog_schema, changelog_schema_version,
+    customer_changelog_key, decode_canonical, decode_changelog, encode_alert, encode_changelog,
+    encode_erasure, erasure_changelog_key, erasure_confirmation, erasure_headers, Canonical,
+    Changelog, Encoding, CHANGELOG_SCHEMA_VERSION, CHECKPOINT_KEY, SCHEMA_HEADER,
 };
-use pulse_core::hash::event_key;
+use pulse_core::hash::{customer_key, event_key};
 use pulse_core::{
     decide, Alert, AlertKind, Body, CustomerState, Input, Millis, Segment, Stage, DAY,
 };
@@ -238,8 +244,11 @@ struct PartitionTask {
     store: PartitionStore,
     customers: HashMap<String, CustomerState>,
     timers: BTreeSet<(Millis, String)>,
-    dedupe: HashMap<u128, Millis>,
+    /// event-id hash → (seen at, customer key): an erasure removes its customer's entries.
+    dedupe: HashMap<u128, (Millis, u128)>,
     dedupe_order: VecDeque<(Millis, u128)>,
+    /// Keys of erased customers: their later events are dropped (erasure is permanent).
+    suppressed: HashSet<u128>,
     clock: Millis,
     next_offset: i64,
     committed_clock: Arc<AtomicI64>,
@@ -247,8 +256,14 @@ struct PartitionTask {
     /// Since the last commit:
     dirty: HashSet<String>,
     erased: HashSet<String>,
-    /// Dedupe inserts (`Some(seen at)`) and evictions (`None`), in order.
-    dedupe_changes: Vec<(u128, Option<Millis>)>,
+    /// Dedupe inserts (`Some((seen at, customer key))`) and removals (`None`), in order.
+    dedupe_changes: Vec<(u128, Option<(Millis, u128)>)>,
+    /// Customers erased (customer key, clock) and committed outbox records withdrawn.
+    new_suppressed: Vec<(u128, Millis)>,
+    outbox_purged: Vec<u64>,
+    /// An erasure is committed but the database not yet rewritten; the last rewrite.
+    rewrite_pending: bool,
+    last_rewrite: Option<Instant>,
     outbox: Vec<(u64, OutboxRecord)>,
     records: usize,
     /// Index of the next alert caused by the record being folded (part of its alert_id).
@@ -595,6 +610,16 @@ impl Fold {
             }
             telemetry::outbox_depth(0);
         }
+        if task.rewrite_due(&self.config) {
+            // At a commit boundary, with the outbox drained: sled's log keeps no erased id.
+            let (store, started) = (task.store.clone(), Instant::now());
+            let rewritten = tokio::task::spawn_blocking(move || store.rewrite())
+                .await
+                .expect("rewrite task")?;
+            telemetry::state_rewritten(p, &rewritten, started.elapsed());
+            task.rewrite_pending = false;
+            task.last_rewrite = Some(Instant::now());
+        }
         Ok(())
     }
 }
@@ -613,21 +638,26 @@ impl PartitionTask {
             counts.customer(&state, 1);
             customers.insert(id, state);
         }
-        let mut order: Vec<(Millis, u128)> = store
-            .dedupe_entries()?
-            .into_iter()
-            .map(|(k, t)| (t, k))
-            .collect();
+        let entries = store.dedupe_entries()?;
+        let dedupe = entries.iter().map(|(k, t, c)| (*k, (*t, *c))).collect();
+        let mut order: Vec<(Millis, u128)> = entries.iter().map(|(k, t, _)| (*t, *k)).collect();
         order.sort_unstable();
         counts.timers.store(timers.len() as i64, Ordering::Relaxed);
+        let suppressed = store.suppressed()?.into_iter().map(|(c, _)| c).collect();
+        let rewrite_pending = store.rewrite_pending()?;
         let unacked = store.outbox()?;
         let next_outbox_seq = unacked.last().map_or(0, |(s, _)| s + 1);
         Ok(PartitionTask {
             partition,
             customers,
             timers,
-            dedupe: order.iter().map(|(t, k)| (*k, *t)).collect(),
+            dedupe,
             dedupe_order: order.into(),
+            suppressed,
+            new_suppressed: Vec::new(),
+            outbox_purged: Vec::new(),
+            rewrite_pending,
+            last_rewrite: None,
             clock: checkpoint.clock,
             next_offset: checkpoint.next_offset,
             committed_clock: Arc::new(AtomicI64::new(checkpoint.clock)),
@@ -689,37 +719,40 @@ impl PartitionTask {
                 break;
             }
             self.dedupe_order.pop_front();
-            self.dedupe.remove(&k);
-            self.dedupe_changes.push((k, None));
+            // An erasure may have removed the entry already.
+            if self.dedupe.get(&k).is_some_and(|(at, _)| *at == t) {
+                self.dedupe.remove(&k);
+                self.dedupe_changes.push((k, None));
+            }
         }
     }
 
     fn apply(&mut self, event: &pulse_core::Event, offset: i64, config: &Config) {
+        let customer = customer_key(&event.customer_id);
+        if event.body == Body::Erased {
+            // Not deduped: a repeated request is idempotent and confirmed again.
+            self.metrics
+                .event(event.body.kind_name(), event.occurred_at);
+            return self.erase(event, customer, offset, config);
+        }
+        if self.suppressed.contains(&customer) {
+            telemetry::fold_suppressed();
+            return;
+        }
         if config.fold.dedupe_window_days > 0 {
             let key = event_key(&event.event_id);
             if self.dedupe.contains_key(&key) {
                 self.metrics.duplicate();
                 return;
             }
-            self.dedupe.insert(key, self.clock);
+            self.dedupe.insert(key, (self.clock, customer));
             self.dedupe_order.push_back((self.clock, key));
-            self.dedupe_changes.push((key, Some(self.clock)));
+            self.dedupe_changes
+                .push((key, Some((self.clock, customer))));
         }
         self.metrics
             .event(event.body.kind_name(), event.occurred_at);
         let id = &event.customer_id;
-        if event.body == Body::Erased {
-            if let Some(state) = self.customers.remove(id) {
-                self.counts.customer(&state, -1);
-                if let Some(t) = state.next_timer {
-                    self.timers.remove(&(t, id.clone()));
-                }
-            }
-            self.dirty.remove(id);
-            self.erased.insert(id.clone());
-            return;
-        }
-        self.erased.remove(id);
         let counts = &self.counts;
         let state = self.customers.entry(id.clone()).or_insert_with(|| {
             let state = CustomerState::default();
@@ -740,6 +773,85 @@ impl PartitionTask {
         for alert in decision.alerts {
             self.emit(alert, offset, config);
         }
+    }
+
+    /// Forgets the customer: state, timer, dedupe entries and the outbox records about them not
+    /// yet acknowledged (the batch's and, withdrawn in this commit, earlier commits'), then
+    /// suppresses the customer's key for good and confirms on the erasures topic. The commit
+    /// writes a changelog tombstone and an erasure marker; the database is rewritten after it.
+    ///
+    /// Withdrawing alerts that had not left is the one place where the alerts emitted depend
+    /// on commit timing (an alert committed and sent before the erasure has left for good).
+    /// Dead letters keep their original bytes by design and are not withdrawn.
+    fn erase(&mut self, event: &pulse_core::Event, customer: u128, offset: i64, config: &Config) {
+        let id = &event.customer_id;
+        let already_erased = !self.suppressed.insert(customer);
+        if let Some(state) = self.customers.remove(id) {
+            self.counts.customer(&state, -1);
+            if let Some(t) = state.next_timer {
+                self.timers.remove(&(t, id.clone()));
+            }
+        }
+        self.dirty.remove(id);
+        let mine: Vec<u128> = self
+            .dedupe
+            .iter()
+            .filter(|(_, (_, c))| *c == customer)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in mine {
+            self.dedupe.remove(&k);
+            self.dedupe_changes.push((k, None));
+        }
+        // Alerts (keyed by the id) and changelog snapshots (keyed by the customer key; the
+        // tombstone of this commit supersedes them), never dead letters.
+        let dead_letters = &config.topics.dead_letters;
+        let snapshot_key = customer_changelog_key(customer);
+        let about = |r: &OutboxRecord| {
+            (r.key == *id && r.topic != *dead_letters)
+                || (r.key == snapshot_key && r.topic == config.topics.changelog)
+        };
+        self.outbox.retain(|(_, r)| !about(r));
+        let purged: Vec<u64> = self
+            .unacked
+            .iter()
+            .filter(|(_, r)| about(r))
+            .map(|(seq, _)| *seq)
+            .collect();
+        self.unacked.retain(|(_, r)| !about(r));
+        self.outbox_purged.extend(purged);
+        if !already_erased {
+            self.erased.insert(id.clone());
+            self.new_suppressed.push((customer, self.clock));
+        }
+        telemetry::customer_erased(self.partition, offset, already_erased);
+        let encoding = config.encoding.alerts;
+        let confirmation = erasure_confirmation(
+            customer,
+            &event.event_id,
+            offset,
+            self.clock,
+            already_erased,
+        );
+        let mut headers: Vec<(String, String)> = erasure_headers(&confirmation, "pulse", encoding)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        headers.push((CAUSE_HEADER.into(), format!("{}/{offset}", self.partition)));
+        self.outbox_push(OutboxRecord {
+            topic: config.topics.erasures.clone(),
+            key: confirmation.customer_key.clone(),
+            value: Some(encode_erasure(&confirmation, encoding)),
+            headers,
+            partition: None,
+        });
+    }
+
+    /// Whether the partition's database is to be rewritten now: an erasure was committed
+    /// since the last rewrite, and the last one is `erasure_rewrite_interval_ms` old.
+    fn rewrite_due(&self, config: &Config) -> bool {
+        let interval = Duration::from_millis(config.fold.erasure_rewrite_interval_ms);
+        self.rewrite_pending && self.last_rewrite.is_none_or(|t| t.elapsed() >= interval)
     }
 
     fn emit(&mut self, alert: Alert, offset: i64, config: &Config) {
@@ -806,13 +918,29 @@ impl PartitionTask {
                 topic: topic.to_string(),
                 key: key.to_string(),
                 value,
-                headers: vec![(
-                    "content-type".to_string(),
-                    encoding.content_type().to_string(),
-                )],
+                headers: vec![
+                    (
+                        "content-type".to_string(),
+                        encoding.content_type().to_string(),
+                    ),
+                    (SCHEMA_HEADER.to_string(), changelog_schema()),
+                ],
                 partition: Some(self.partition),
             };
             let mut records = Vec::with_capacity(customers.len() + 1);
+            // Keyed by the customer key: a tombstone's key outlives compaction.
+            for (customer, at) in &self.new_suppressed {
+                records.push(record(
+                    &erasure_changelog_key(*customer),
+                    Some(encode_changelog(
+                        &Changelog::Erased {
+                            customer_key: *customer,
+                            erased_at_ms: *at,
+                        },
+                        encoding,
+                    )),
+                ));
+            }
             for (id, state) in &customers {
                 let value = state.as_ref().map(|s| {
                     let stored = pulse_store::encode_state(s);
@@ -825,7 +953,7 @@ impl PartitionTask {
                         encoding,
                     )
                 });
-                records.push(record(id, value));
+                records.push(record(&customer_changelog_key(customer_key(id)), value));
             }
             records.push(record(
                 CHECKPOINT_KEY,
@@ -842,11 +970,16 @@ impl PartitionTask {
                 self.outbox_push(r);
             }
         }
+        if !self.new_suppressed.is_empty() {
+            self.rewrite_pending = true;
+        }
         Commit {
             checkpoint,
             customers,
             dedupe: std::mem::take(&mut self.dedupe_changes),
             outbox: std::mem::take(&mut self.outbox),
+            suppressed: std::mem::take(&mut self.new_suppressed),
+            outbox_purged: std::mem::take(&mut self.outbox_purged),
         }
     }
 }
@@ -877,8 +1010,12 @@ fn restore(
         .set("isolation.level", "read_committed")
         .create()?;
     let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
-    let mut customers: HashMap<String, Option<Vec<u8>>> = HashMap::new();
-    let mut pending: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+    // By changelog key: (customer id, stored state), or `None` for a tombstone.
+    type Snapshot = Option<(String, Vec<u8>)>;
+    let mut customers: HashMap<String, Snapshot> = HashMap::new();
+    let mut pending: Vec<(String, Snapshot)> = Vec::new();
+    let mut suppressed: HashMap<u128, Millis> = HashMap::new();
+    let mut pending_suppressed: Vec<(u128, Millis)> = Vec::new();
     let mut checkpoint: Option<Checkpoint> = None;
     let mut records = 0u64;
     if high > low {
@@ -902,6 +1039,14 @@ fn restore(
             };
             records += 1;
             let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            let version = changelog_schema_version(kafka::header(m.headers(), SCHEMA_HEADER));
+            if version != Some(CHANGELOG_SCHEMA_VERSION) {
+                return Err(PipelineError::Restore(format!(
+                    "partition {partition}: changelog offset {} has schema version {}; this binary reads version {CHANGELOG_SCHEMA_VERSION} (version 1 was keyed by raw customer ids): recreate the changelog topic and let fold rewrite it, or restore by replay",
+                    m.offset(),
+                    version.map_or("1 (no schema header)".to_string(), |v| v.to_string()),
+                )));
+            }
             match m.payload() {
                 None => pending.push((key, None)),
                 Some(bytes) => {
@@ -925,14 +1070,19 @@ fn restore(
                                 .to_be_bytes()
                                 .to_vec();
                             stored.extend_from_slice(&state);
-                            pending.push((customer_id, Some(stored)));
+                            pending.push((key, Some((customer_id, stored))));
                         }
+                        Changelog::Erased {
+                            customer_key,
+                            erased_at_ms,
+                        } => pending_suppressed.push((customer_key, erased_at_ms)),
                         Changelog::Checkpoint {
                             next_offset,
                             clock_ms,
                             ..
                         } => {
                             customers.extend(pending.drain(..));
+                            suppressed.extend(pending_suppressed.drain(..));
                             checkpoint = Some(Checkpoint {
                                 next_offset,
                                 clock: clock_ms,
@@ -955,13 +1105,13 @@ fn restore(
         checkpoint,
         ..Commit::default()
     };
-    for (id, stored) in customers {
-        if let Some(bytes) = stored {
-            commit
-                .customers
-                .push((id, Some(pulse_store::decode_state(&bytes)?)));
-        }
+    for (id, bytes) in customers.into_values().flatten() {
+        commit
+            .customers
+            .push((id, Some(pulse_store::decode_state(&bytes)?)));
     }
+    // Erasures stay in force on the new owner (and its restored store is rewritten once).
+    commit.suppressed = suppressed.into_iter().collect();
     let n = commit.customers.len();
     store.commit(&commit)?;
     telemetry::restore_finished(

@@ -47,6 +47,10 @@ pub const CONSUMER_LAG: &str = "pulse_consumer_lag_records";
 pub const RESTORE_RECORDS: &str = "pulse_restore_records_total";
 pub const RESTORE_IN_PROGRESS: &str = "pulse_restore_partitions_in_progress";
 pub const RESTORES: &str = "pulse_restores_total";
+pub const ERASURES: &str = "pulse_fold_erasures_total";
+pub const SUPPRESSED_EVENTS: &str = "pulse_fold_suppressed_events_total";
+pub const STATE_REWRITES: &str = "pulse_fold_state_rewrites_total";
+pub const STATE_REWRITE_SECONDS: &str = "pulse_fold_state_rewrite_duration_seconds";
 pub const INGEST_DECODE_SECONDS: &str = "pulse_ingest_decode_duration_seconds";
 pub const ALERT_STALENESS: &str = "pulse_alert_staleness_seconds";
 pub const ALERT_LATENCY: &str = "pulse_alert_latency_seconds";
@@ -253,6 +257,30 @@ fn describe() {
     counter!(RESTORE_RECORDS).absolute(0);
     counter!(RESTORES).absolute(0);
     gauge!(RESTORE_IN_PROGRESS).set(0.0);
+    describe_erasure();
+}
+
+fn describe_erasure() {
+    describe_counter!(
+        ERASURES,
+        "customer_erased requests applied by fold, by outcome (erased, already_erased)."
+    );
+    describe_counter!(
+        SUPPRESSED_EVENTS,
+        "Events of erased customers dropped by fold (counted, never stored)."
+    );
+    describe_counter!(
+        STATE_REWRITES,
+        "Partition databases rewritten into a fresh directory after erasures."
+    );
+    describe_histogram!(
+        STATE_REWRITE_SECONDS,
+        Unit::Seconds,
+        "Time to rewrite a partition's database after erasures."
+    );
+    counter!(ERASURES, "outcome" => "erased").absolute(0);
+    counter!(SUPPRESSED_EVENTS).absolute(0);
+    counter!(STATE_REWRITES).absolute(0);
 }
 
 pub fn restore_started(partition: i32) {
@@ -286,12 +314,6 @@ pub fn restore_finished(
         customers_per_second = customers as f64 / secs.max(1e-9),
         "restore from the changelog finished"
     );
-}
-
-/// Looks the counter up in the registry on every call; ingest's per-record path uses
-/// [`IngestMetrics`] instead.
-pub fn ingest_accepted(family: &'static str) {
-    counter!(INGEST_RECORDS, "family" => family, "outcome" => "accepted").increment(1);
 }
 
 pub fn ingest_dead_lettered(family: &'static str, reason_class: &str) {
@@ -328,20 +350,6 @@ pub fn ingest_ticks(n: u64, watermark_ms: i64) {
     gauge!(INGEST_WATERMARK).set(watermark_ms as f64 / 1000.0);
 }
 
-/// `fold_event`, `fold_duplicate`, `fold_timer_fired`, `alert`: each call looks its series
-/// up in the registry; fold's per-record path uses [`FoldMetrics`] (handles registered once).
-pub fn fold_event(kind: &'static str) {
-    counter!(FOLD_EVENTS, "kind" => kind).increment(1);
-}
-
-pub fn fold_duplicate() {
-    counter!(FOLD_DUPLICATES).increment(1);
-}
-
-pub fn fold_timer_fired() {
-    counter!(FOLD_TIMERS_FIRED).increment(1);
-}
-
 pub fn fold_corrupt(partition: i32, offset: i64, error: &dyn std::fmt::Display) {
     counter!(FOLD_CORRUPT).increment(1);
     tracing::error!(partition, offset, %error, "undecodable canonical record sent to the dead-letter topic");
@@ -355,10 +363,6 @@ pub fn fold_committed(partition: i32, records: usize, seconds: f64, clock_ms: i6
 
 pub fn outbox_depth(depth: usize) {
     gauge!(FOLD_OUTBOX_DEPTH).set(depth as f64);
-}
-
-pub fn alert(kind: &'static str) {
-    counter!(ALERTS, "type" => kind).increment(1);
 }
 
 pub fn customers_in_stage(stage: &'static str, delta: f64) {
@@ -719,6 +723,35 @@ fn boot_time() -> Option<f64> {
             .parse()
             .ok()
     })
+}
+
+/// A customer_erased request applied. Logged without the customer id or its key.
+pub fn customer_erased(partition: i32, offset: i64, already_erased: bool) {
+    let outcome = if already_erased {
+        "already_erased"
+    } else {
+        "erased"
+    };
+    counter!(ERASURES, "outcome" => outcome).increment(1);
+    tracing::info!(partition, offset, outcome, "customer erasure applied");
+}
+
+/// An event of an erased customer, dropped.
+pub fn fold_suppressed() {
+    counter!(SUPPRESSED_EVENTS).increment(1);
+}
+
+pub fn state_rewritten(partition: i32, r: &pulse_store::Rewritten, took: std::time::Duration) {
+    counter!(STATE_REWRITES).increment(1);
+    histogram!(STATE_REWRITE_SECONDS).record(took.as_secs_f64());
+    tracing::info!(
+        partition,
+        records = r.records,
+        bytes_before = r.bytes_before,
+        bytes_after = r.bytes_after,
+        ms = took.as_millis() as u64,
+        "partition database rewritten after erasure"
+    );
 }
 
 #[cfg(test)]
