@@ -9,6 +9,9 @@
 //! - `b'c' ++ customer_id`          → customer state (u16 schema version ++ JSON)
 //! - `b'd' ++ u128 event-id hash`   → i64 clock at which it was seen
 //! - `b'o' ++ u64 sequence`         → outbox record
+//! - `b't' ++ u64 sequence`         → i64 tag: the checkpoint offset of the commit whose
+//!   outbox starts at that sequence (exactly-once mode compares it with the group's
+//!   transactionally committed offset)
 //! - `b'm' ++ name`                 → metadata (`schema`, `checkpoint`)
 
 use std::path::Path;
@@ -22,6 +25,7 @@ pub const STORE_SCHEMA_VERSION: u16 = 1;
 const CUSTOMER: u8 = b'c';
 const DEDUPE: u8 = b'd';
 const OUTBOX: u8 = b'o';
+const OUTBOX_TAG: u8 = b't';
 const META_SCHEMA: &[u8] = b"mschema";
 const META_CHECKPOINT: &[u8] = b"mcheckpoint";
 
@@ -167,6 +171,25 @@ impl PartitionStore {
             .collect()
     }
 
+    /// The outbox's tags, `(first sequence, checkpoint offset)` per commit still in the outbox,
+    /// in sequence order: record `s` was made by the commit of the last tag at or before `s`.
+    /// Records written before tags existed have none.
+    pub fn outbox_tags(&self) -> Result<Vec<(u64, i64)>, StoreError> {
+        self.db
+            .scan_prefix([OUTBOX_TAG])
+            .map(|kv| {
+                let (k, v) = kv?;
+                let corrupt = || StoreError::Corrupt {
+                    what: "outbox tag",
+                    source: None,
+                };
+                let seq = u64::from_be_bytes(k[1..].try_into().map_err(|_| corrupt())?);
+                let offset = i64::from_be_bytes(v.as_ref().try_into().map_err(|_| corrupt())?);
+                Ok((seq, offset))
+            })
+            .collect()
+    }
+
     /// Writes the commit in one atomic batch, then (if configured) waits for it to be durable.
     pub fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
@@ -187,6 +210,12 @@ impl PartitionStore {
         for (seq, rec) in &commit.outbox {
             batch.insert(prefixed(OUTBOX, &seq.to_be_bytes()), encode_outbox(rec));
         }
+        if let Some((first, _)) = commit.outbox.first() {
+            batch.insert(
+                prefixed(OUTBOX_TAG, &first.to_be_bytes()),
+                &commit.checkpoint.next_offset.to_be_bytes(),
+            );
+        }
         let checkpoint = serde_json::to_vec(&commit.checkpoint).expect("plain struct");
         batch.insert(META_CHECKPOINT, checkpoint);
         self.db.apply_batch(batch)?;
@@ -198,10 +227,31 @@ impl PartitionStore {
 
     /// Removes acknowledged outbox records. Not flushed: losing this write only re-sends
     /// byte-identical records.
+    /// Records are acknowledged in sequence order, so a tag goes with the last acknowledged
+    /// record unless its commit still has the next record in the outbox.
     pub fn ack_outbox(&self, seqs: impl IntoIterator<Item = u64>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
+        let mut last = None;
         for seq in seqs {
             batch.remove(prefixed(OUTBOX, &seq.to_be_bytes()));
+            last = last.max(Some(seq));
+        }
+        if let Some(last) = last {
+            let tags = self.outbox_tags()?;
+            let next = last + 1;
+            let kept = if self
+                .db
+                .contains_key(prefixed(OUTBOX, &next.to_be_bytes()))?
+            {
+                tags.iter().rev().find(|(t, _)| *t <= next).map(|(t, _)| *t)
+            } else {
+                None
+            };
+            for (t, _) in tags {
+                if t <= last && Some(t) != kept {
+                    batch.remove(prefixed(OUTBOX_TAG, &t.to_be_bytes()));
+                }
+            }
         }
         self.db.apply_batch(batch)?;
         Ok(())
@@ -388,6 +438,22 @@ mod tests {
         assert_eq!(store.customer("c1").unwrap(), Some(state(2)));
         assert_eq!(store.customers().count(), 2);
         assert_eq!(store.dedupe_entries().unwrap(), vec![(7, 99)]);
+        assert_eq!(store.outbox().unwrap(), vec![(2, rec.clone())]);
+        // The commit's tag (its checkpoint offset, at its first sequence) stays until the
+        // commit's last record is acknowledged.
+        assert_eq!(store.outbox_tags().unwrap(), vec![(1, 10)]);
+        store.ack_outbox([2]).unwrap();
+        assert_eq!(store.outbox_tags().unwrap(), vec![]);
+        store
+            .commit(&Commit {
+                checkpoint: Checkpoint {
+                    next_offset: 10,
+                    clock: 99,
+                },
+                outbox: vec![(2, rec.clone())],
+                ..Commit::default()
+            })
+            .unwrap();
         assert_eq!(store.outbox().unwrap(), vec![(2, rec)]);
         // Erasure deletes.
         store

@@ -3,6 +3,11 @@
 //! 1. The pure core: `decide` over simulated events in memory (events/s on one core).
 //! 2. Fold over a canonical log on a real Kafka-protocol broker vs a plain rdkafka consumer
 //!    reading the same topic (the ceiling anything fed from Kafka can reach here).
+//! 3. The cost of the delivery guarantees: fold over the same canonical log three times, each
+//!    in its own group and state dir: no guarantees (no fsync; alerts and changelog records
+//!    produced fire-and-forget, never stored in sled, acks never awaited), effectively-once
+//!    (the default) and exactly-once (a Kafka transaction per partition commit; needs a broker
+//!    that stores transactional offsets: the mock cluster is refused, tansu works).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -15,7 +20,12 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 
-use crate::config::Config;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::config::{Config, Guarantee};
+use crate::fold::{FoldOptions, Shared};
 use crate::kafka;
 use crate::producer::Outstanding;
 use crate::simulate::{SimConfig, SimTopic, Simulator};
@@ -104,6 +114,15 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             kafka::create_topics(&config, 1).await?;
         }
     }
+    // Each mode its own changelog: a fresh state dir restores from its changelog, and one
+    // mode must not start from another's state.
+    for mode in MODES {
+        let topic = format!("bench-{run}-{}.changelog", mode.name());
+        match &mock {
+            Some(m) => m.create_topic(&topic, args.partitions, 1)?,
+            None => kafka::create_topic(&config, &topic, args.partitions).await?,
+        }
+    }
     let n = kafka::partition_count(&config, &config.topics.canonical)?;
     let producer: FutureProducer = kafka::producer_config(&config).create()?;
     let mut out = Outstanding::default();
@@ -160,38 +179,123 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     drop(consumer);
     println!("baseline: {baseline:.0} records/s (rdkafka BaseConsumer, same topic)");
 
-    // Fold: from the moment its partitions are assigned until every partition has committed
-    // the end of the log.
     config.fold.commit_max_events = 10_000;
-    let running = crate::start(config).await?;
-    let shared = running.shared.clone();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while shared.partitions.read().expect("lock").len() < n as usize {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "fold was never assigned its partitions"
+    let mut rates = Vec::new();
+    for mode in MODES {
+        let mut c = config.clone();
+        c.kafka.group_id = format!("bench-{run}-{}", mode.name());
+        c.topics.changelog = format!("bench-{run}-{}.changelog", mode.name());
+        c.fold.state_dir = tmp.path().join(mode.name());
+        c.fold.fsync = mode != Mode::None;
+        if mode == Mode::ExactlyOnce {
+            c.fold.guarantee = Guarantee::ExactlyOnce;
+            c.fold.instance_id = "bench".into();
+        }
+        let rate = match fold_rate(c, mode, n, total).await {
+            Ok(rate) => rate,
+            Err(e) if mode == Mode::ExactlyOnce => {
+                println!("fold, exactly-once: not measured ({e:#})");
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        println!(
+            "fold, {}: {rate:.0} events/s ({})",
+            mode.name(),
+            mode.what()
         );
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        rates.push(rate);
     }
-    let started = Instant::now();
+    let none = rates[0];
+    println!("ratio fold/baseline: {:.3}", rates[1] / baseline);
+    println!("ratio core/baseline: {:.1}", core / baseline);
+    println!(
+        "ratio effectively-once/no-guarantees: {:.3} (the outbox's cost)",
+        rates[1] / none
+    );
+    if let Some(eos) = rates.get(2) {
+        println!(
+            "ratio exactly-once/no-guarantees: {:.3}, exactly-once/effectively-once: {:.3}",
+            eos / none,
+            eos / rates[1]
+        );
+    }
+    Ok(())
+}
+
+const MODES: [Mode; 3] = [Mode::None, Mode::EffectivelyOnce, Mode::ExactlyOnce];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    None,
+    EffectivelyOnce,
+    ExactlyOnce,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::None => "no-guarantees",
+            Mode::EffectivelyOnce => "effectively-once",
+            Mode::ExactlyOnce => "exactly-once",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Mode::None => "state + offsets in sled without fsync; alerts and changelog produced fire-and-forget",
+            Mode::EffectivelyOnce => "state + offsets + outbox in one fsynced sled write; outbox drained, acks awaited",
+            Mode::ExactlyOnce => "as effectively-once, the outbox and offsets in one Kafka transaction per commit",
+        }
+    }
+}
+
+/// Fold's events/s over the canonical log: from the moment its partitions are assigned until
+/// every partition has committed the end of the log to sled.
+async fn fold_rate(config: Config, mode: Mode, n: i32, total: i64) -> anyhow::Result<f64> {
+    let shared = Arc::new(Shared::default());
+    let (stop, shutdown) = watch::channel(false);
+    let options = FoldOptions {
+        unguarded: mode == Mode::None,
+        ..FoldOptions::default()
+    };
+    let mut task = tokio::spawn(crate::fold::run(
+        Arc::new(config),
+        shutdown,
+        shared.clone(),
+        options,
+    ));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut started = None;
     loop {
-        let done: i64 = shared
-            .partitions
-            .read()
-            .expect("lock")
-            .values()
-            .map(|(s, _)| s.checkpoint().ok().flatten().map_or(0, |c| c.next_offset))
-            .sum();
+        let (assigned, done) = {
+            let parts = shared.partitions.read().expect("lock");
+            let done: i64 = parts
+                .values()
+                .map(|(s, _)| s.checkpoint().ok().flatten().map_or(0, |c| c.next_offset))
+                .sum();
+            (parts.len(), done)
+        };
+        if started.is_none() && assigned >= n as usize {
+            started = Some(Instant::now());
+        }
         if done >= total {
             break;
         }
         anyhow::ensure!(Instant::now() < deadline, "fold reached {done} of {total}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::select! {
+            r = &mut task => {
+                r??;
+                anyhow::bail!("fold stopped at {done} of {total}");
+            }
+            _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+        }
     }
-    let fold = total as f64 / started.elapsed().as_secs_f64();
-    running.stop().await?;
-    println!("fold: {fold:.0} events/s (state + offsets + outbox committed to sled, fsync on)");
-    println!("ratio fold/baseline: {:.3}", fold / baseline);
-    println!("ratio core/baseline: {:.1}", core / baseline);
-    Ok(())
+    let secs = started
+        .context("fold was never assigned its partitions")?
+        .elapsed()
+        .as_secs_f64();
+    let _ = stop.send(true);
+    task.await??;
+    Ok(total as f64 / secs)
 }

@@ -33,15 +33,16 @@ use pulse_store::{Checkpoint, Commit, OutboxRecord, PartitionStore};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::Offset;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::kafka::{self, headers};
+use crate::kafka;
 use crate::producer::Outstanding;
+use crate::txn::{self, Outcome, Txn, TxnHooks};
 use crate::{telemetry, PipelineError};
 
 /// What the rebalance callback tells the fold loop. The callback only opens the partition's
@@ -164,6 +165,11 @@ pub struct FoldOptions {
     pub stop_at: Option<BTreeMap<i32, i64>>,
     /// Neither restore from nor write to the changelog (a replay into a fresh dir must not).
     pub without_changelog: bool,
+    /// No guarantees, for `pulse bench`'s baseline only: the outbox is not stored in sled and
+    /// is produced fire-and-forget after the state write (acks never awaited).
+    pub unguarded: bool,
+    /// Exactly-once mode's fault injection (tests).
+    pub txn_hooks: TxnHooks,
 }
 
 /// What the HTTP API may read: the stores of the partitions this instance folds and their
@@ -250,12 +256,19 @@ struct PartitionTask {
     next_outbox_seq: u64,
     /// Committed but not yet acknowledged.
     unacked: Vec<(u64, OutboxRecord)>,
+    /// The next offset of the last sled checkpoint.
+    committed_offset: i64,
+    /// Exactly-once: the group's committed offset at assignment. Records below it are
+    /// already published (with that offset, in a transaction): refolding them emits nothing.
+    published_upto: i64,
 }
 
 struct Fold {
     config: Arc<Config>,
     options: FoldOptions,
     producer: FutureProducer,
+    /// Exactly-once mode's transactional producer (then also `producer`).
+    txn: Option<Txn>,
     tasks: BTreeMap<i32, PartitionTask>,
     shared: Arc<Shared>,
 }
@@ -302,8 +315,19 @@ pub async fn run(
             });
         }
     }
+    let txn = if config.fold.guarantee == crate::config::Guarantee::ExactlyOnce
+        && matches!(options.sink, AlertSink::Kafka)
+    {
+        Some(Txn::start(&config, options.txn_hooks.clone()).await?)
+    } else {
+        None
+    };
     let mut fold = Fold {
-        producer: kafka::producer_config(&config).create()?,
+        producer: match &txn {
+            Some(t) => t.producer().clone(),
+            None => kafka::producer_config(&config).create()?,
+        },
+        txn,
         tasks: BTreeMap::new(),
         shared,
         config: config.clone(),
@@ -368,6 +392,8 @@ impl Fold {
         for event in events {
             match event {
                 Rebalance::Assigned(stores) => {
+                    // Exactly-once: the group's offsets, once per assignment.
+                    let mut group_offsets = None;
                     for (p, store) in stores {
                         // No local checkpoint: restore from the changelog before any record of
                         // the partition is folded (the callback assigned it at the beginning;
@@ -395,7 +421,19 @@ impl Fold {
                                 }
                             }
                         }
-                        let task = PartitionTask::load(p, store)?;
+                        let mut task = PartitionTask::load(p, store)?;
+                        if self.txn.is_some() {
+                            if group_offsets.is_none() {
+                                let c = self.config.clone();
+                                group_offsets = Some(
+                                    tokio::task::spawn_blocking(move || txn::committed_offsets(&c))
+                                        .await
+                                        .expect("offset fetch task")?,
+                                );
+                            }
+                            let committed = group_offsets.as_ref().and_then(|g| g.get(&p));
+                            settle_outbox(&mut task, committed.copied())?;
+                        }
                         tracing::info!(
                             partition = p,
                             customers = task.customers.len(),
@@ -463,6 +501,9 @@ impl Fold {
                 task.advance_clock(event.occurred_at, msg.offset(), &self.config);
                 task.apply(&event, msg.offset(), &self.config);
             }
+            Err(e) if msg.offset() < task.published_upto => {
+                telemetry::fold_corrupt(msg.partition(), msg.offset(), &e);
+            }
             Err(e) => {
                 telemetry::fold_corrupt(msg.partition(), msg.offset(), &e);
                 task.outbox_push(OutboxRecord {
@@ -508,6 +549,7 @@ impl Fold {
         let Some(task) = self.tasks.get_mut(&p) else {
             return Ok(());
         };
+        let mut committed_now = false;
         if task.records > 0 {
             let started = Instant::now();
             let changelog = (!self.options.without_changelog).then(|| {
@@ -516,12 +558,19 @@ impl Fold {
                     self.config.encoding.canonical,
                 )
             });
-            let commit = task.take_commit(changelog);
+            let mut commit = task.take_commit(changelog);
+            let unguarded = if self.options.unguarded {
+                std::mem::take(&mut commit.outbox)
+            } else {
+                Vec::new()
+            };
             let store = task.store.clone();
             let commit = tokio::task::spawn_blocking(move || store.commit(&commit).map(|_| commit))
                 .await
                 .expect("commit task")?;
             task.unacked.extend(commit.outbox);
+            task.committed_offset = task.next_offset;
+            committed_now = true;
             task.committed_clock.store(task.clock, Ordering::Relaxed);
             telemetry::fold_committed(p, task.records, started.elapsed().as_secs_f64(), task.clock);
             task.records = 0;
@@ -536,10 +585,40 @@ impl Fold {
             if let Some(mut e) = tpl.find_partition(&self.config.topics.canonical, p) {
                 e.set_metadata(&self.config.http.advertised_addr);
             }
-            // For lag monitoring and owner lookup only; sled's checkpoint is the truth.
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-                tracing::warn!(partition = p, error = %e, "group offset commit failed");
+            // For lag monitoring and owner lookup only; sled's checkpoint is the truth. In
+            // exactly-once mode the offset is committed with the outbox's transaction instead.
+            if self.txn.is_none() {
+                if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                    tracing::warn!(partition = p, error = %e, "group offset commit failed");
+                }
             }
+            // No guarantees (bench baseline): produced, never awaited, never stored.
+            let mut fire_and_forget = Outstanding::default();
+            for (_, r) in &unguarded {
+                fire_and_forget
+                    .send(&self.producer, txn::future_record(r))
+                    .await?;
+            }
+        }
+        if let Some(txn) = self.txn.as_mut() {
+            if committed_now || !task.unacked.is_empty() {
+                let group = consumer.group_metadata().ok_or_else(|| {
+                    PipelineError::Transaction("the fold consumer has no group metadata".into())
+                })?;
+                let unacked = std::mem::take(&mut task.unacked);
+                telemetry::outbox_depth(unacked.len());
+                match txn
+                    .drain(&self.config, group, p, &unacked, task.committed_offset)
+                    .await?
+                {
+                    Outcome::Committed => {
+                        task.store.ack_outbox(unacked.iter().map(|(seq, _)| *seq))?;
+                        telemetry::outbox_depth(0);
+                    }
+                    Outcome::Aborted => task.unacked = unacked,
+                }
+            }
+            return Ok(());
         }
         if !task.unacked.is_empty() {
             let unacked = std::mem::take(&mut task.unacked);
@@ -548,16 +627,7 @@ impl Fold {
                 AlertSink::Kafka => {
                     let mut out = Outstanding::default();
                     for (_, r) in &unacked {
-                        let hdrs = headers(&r.headers);
-                        let mut rec: FutureRecord<'_, str, [u8]> =
-                            FutureRecord::to(&r.topic).key(r.key.as_str()).headers(hdrs);
-                        if let Some(v) = &r.value {
-                            rec = rec.payload(v.as_slice());
-                        }
-                        if let Some(p) = r.partition {
-                            rec = rec.partition(p);
-                        }
-                        out.send(&self.producer, rec).await?;
+                        out.send(&self.producer, txn::future_record(r)).await?;
                     }
                     out.wait().await?;
                 }
@@ -582,6 +652,27 @@ impl Fold {
         }
         Ok(())
     }
+}
+
+/// Exactly-once: what the group's committed offset for the partition (written atomically with
+/// the records of the transactions) says about the outbox loaded from sled.
+fn settle_outbox(task: &mut PartitionTask, committed: Option<i64>) -> Result<(), PipelineError> {
+    task.published_upto = committed.unwrap_or(0);
+    let tags = task.store.outbox_tags()?;
+    let (published, todo) = txn::settle(std::mem::take(&mut task.unacked), &tags, committed);
+    if !published.is_empty() {
+        task.store
+            .ack_outbox(published.iter().map(|(seq, _)| *seq))?;
+    }
+    tracing::info!(
+        partition = task.partition,
+        committed = ?committed,
+        cleared = published.len(),
+        resend = todo.len(),
+        "outbox settled against the group's transactionally committed offset"
+    );
+    task.unacked = todo;
+    Ok(())
 }
 
 impl PartitionTask {
@@ -624,6 +715,8 @@ impl PartitionTask {
             alert_index: 0,
             next_outbox_seq,
             unacked,
+            committed_offset: checkpoint.next_offset,
+            published_upto: 0,
             store,
         })
     }
@@ -740,6 +833,9 @@ impl PartitionTask {
             AlertKind::ChurnWarning => {}
         }
         telemetry::alert(alert.kind.as_str());
+        if offset < self.published_upto {
+            return; // exactly-once: published with a committed transaction already
+        }
         let wire = alert_to_wire(&alert, &id);
         let encoding = config.encoding.alerts;
         let topic = match alert.kind {

@@ -29,6 +29,7 @@ pub const CONSUMER_LAG: &str = "pulse_consumer_lag_records";
 pub const RESTORE_RECORDS: &str = "pulse_restore_records_total";
 pub const RESTORE_IN_PROGRESS: &str = "pulse_restore_partitions_in_progress";
 pub const RESTORES: &str = "pulse_restores_total";
+pub const FOLD_TRANSACTIONS: &str = "pulse_fold_transactions_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -143,6 +144,10 @@ fn describe() {
         "Partitions being restored from the changelog (readiness is false while above 0)."
     );
     describe_counter!(RESTORES, "Partition restores from the changelog, finished.");
+    describe_counter!(
+        FOLD_TRANSACTIONS,
+        "Exactly-once mode: fold's Kafka transactions, by outcome (committed, aborted)."
+    );
     // Counters that may stay at zero for a long time are exported from the start, so rules and
     // dashboards see a series (rate() of a missing series is no data, not 0).
     counter!(FOLD_DUPLICATES).absolute(0);
@@ -279,4 +284,9 @@ pub fn consumer_lag(group: &str, stats: &rdkafka::Statistics) {
             }
         }
     }
+}
+
+/// Exactly-once mode: one of fold's transactions ended (`committed` or `aborted`).
+pub fn fold_transaction(outcome: &'static str) {
+    counter!(FOLD_TRANSACTIONS, "outcome" => outcome).increment(1);
 }
