@@ -534,20 +534,81 @@ impl Fold {
         consumer: &StreamConsumer<FoldContext>,
     ) -> Result<(), PipelineError> {
         let ps: Vec<i32> = self.tasks.keys().copied().collect();
-        for p in ps {
-            self.commit(consumer, p).await?;
-        }
-        Ok(())
+        self.commit_partitions(consumer, &ps).await
     }
 
-    /// One atomic sled write for the partition, then the outbox drain, then the group offset.
     async fn commit(
         &mut self,
         consumer: &StreamConsumer<FoldContext>,
         p: i32,
     ) -> Result<(), PipelineError> {
-        let Some(task) = self.tasks.get_mut(&p) else {
+        self.commit_partitions(consumer, &[p]).await
+    }
+
+    /// Per partition one atomic sled write, then the outbox drain. Effectively-once: each
+    /// partition's outbox is drained after its write and the group offset committed for
+    /// monitoring. Exactly-once: after all the writes, one transaction carries every listed
+    /// partition's outbox and checkpoint offset.
+    async fn commit_partitions(
+        &mut self,
+        consumer: &StreamConsumer<FoldContext>,
+        ps: &[i32],
+    ) -> Result<(), PipelineError> {
+        if self.txn.is_none() {
+            for &p in ps {
+                self.write(consumer, p).await?;
+                self.drain(p).await?;
+            }
             return Ok(());
+        }
+        let mut due = Vec::new();
+        for &p in ps {
+            let written = self.write(consumer, p).await?;
+            if written || self.tasks.get(&p).is_some_and(|t| !t.unacked.is_empty()) {
+                due.push(p);
+            }
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        let group = consumer.group_metadata().ok_or_else(|| {
+            PipelineError::Transaction("the fold consumer has no group metadata".into())
+        })?;
+        let mut batches: Vec<(i32, i64, txn::Outbox)> = Vec::with_capacity(due.len());
+        for p in due {
+            if let Some(t) = self.tasks.get_mut(&p) {
+                batches.push((p, t.committed_offset, std::mem::take(&mut t.unacked)));
+            }
+        }
+        telemetry::outbox_depth(batches.iter().map(|b| b.2.len()).sum());
+        let txn = self.txn.as_mut().expect("exactly-once");
+        let outcome = txn.drain(&self.config, group, &batches).await?;
+        for (p, _, unacked) in batches {
+            let Some(task) = self.tasks.get_mut(&p) else {
+                continue;
+            };
+            match outcome {
+                Outcome::Committed => {
+                    task.store.ack_outbox(unacked.iter().map(|(seq, _)| *seq))?;
+                }
+                Outcome::Aborted => task.unacked = unacked,
+            }
+        }
+        if outcome == Outcome::Committed {
+            telemetry::outbox_depth(0);
+        }
+        Ok(())
+    }
+
+    /// The partition's atomic sled write, if it folded records since the last one; returns
+    /// whether it wrote.
+    async fn write(
+        &mut self,
+        consumer: &StreamConsumer<FoldContext>,
+        p: i32,
+    ) -> Result<bool, PipelineError> {
+        let Some(task) = self.tasks.get_mut(&p) else {
+            return Ok(false);
         };
         let mut committed_now = false;
         if task.records > 0 {
@@ -600,26 +661,14 @@ impl Fold {
                     .await?;
             }
         }
-        if let Some(txn) = self.txn.as_mut() {
-            if committed_now || !task.unacked.is_empty() {
-                let group = consumer.group_metadata().ok_or_else(|| {
-                    PipelineError::Transaction("the fold consumer has no group metadata".into())
-                })?;
-                let unacked = std::mem::take(&mut task.unacked);
-                telemetry::outbox_depth(unacked.len());
-                match txn
-                    .drain(&self.config, group, p, &unacked, task.committed_offset)
-                    .await?
-                {
-                    Outcome::Committed => {
-                        task.store.ack_outbox(unacked.iter().map(|(seq, _)| *seq))?;
-                        telemetry::outbox_depth(0);
-                    }
-                    Outcome::Aborted => task.unacked = unacked,
-                }
-            }
+        Ok(committed_now)
+    }
+
+    /// Effectively-once: produces the partition's outbox, waits for the acks, clears it.
+    async fn drain(&mut self, p: i32) -> Result<(), PipelineError> {
+        let Some(task) = self.tasks.get_mut(&p) else {
             return Ok(());
-        }
+        };
         if !task.unacked.is_empty() {
             let unacked = std::mem::take(&mut task.unacked);
             telemetry::outbox_depth(unacked.len());

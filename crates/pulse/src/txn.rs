@@ -3,10 +3,11 @@
 //!
 //! One transactional producer per instance, `transactional.id` = `<group>-fold-<instance_id>`;
 //! `init_transactions` at start fences (aborts) whatever the previous incarnation of the same
-//! instance left open. Per partition commit: the sled write (state, checkpoint, outbox; the
-//! outbox tagged with the checkpoint offset) -> begin -> produce the outbox -> offsets (the
-//! checkpoint, with the consumer's group metadata: KIP-447 fencing of a zombie owner after a
-//! rebalance) -> commit -> clear the outbox in sled. On assignment, the group's committed
+//! instance left open. Per commit round: each partition's sled write (state, checkpoint,
+//! outbox; the outbox tagged with the checkpoint offset) -> begin -> produce the outboxes ->
+//! offsets (the checkpoints, with the consumer's group metadata: KIP-447 fencing of a zombie
+//! owner after a rebalance) -> commit -> clear the outboxes in sled. One transaction per round
+//! rather than per partition: its round trips are the mode's main cost. On assignment, the group's committed
 //! offset (written atomically with the records) tells which outbox records are already in
 //! Kafka: those are cleared without re-sending, and refolded records below it emit nothing.
 //! The argument is in ARCHITECTURE.md (invariant 17). This module does no folding.
@@ -92,29 +93,30 @@ impl Txn {
         &self.producer
     }
 
-    /// Produces `records` and commits `offset` (the sled checkpoint they belong to) for the
-    /// canonical `partition` in one transaction. Abortable failures (a rebalance fenced the
+    /// Produces the outboxes and commits the offsets (the sled checkpoints they belong to) of
+    /// `batches`, `(canonical partition, offset, outbox)`, in one transaction. Abortable failures (a rebalance fenced the
     /// group generation, a timeout) abort and report `Aborted`; fatal ones (fenced by a newer
     /// incarnation) are errors: fold stops and a restart resumes from sled.
     pub async fn drain(
         &mut self,
         config: &Config,
         group: ConsumerGroupMetadata,
-        partition: i32,
-        records: &[(u64, OutboxRecord)],
-        offset: i64,
+        batches: &[(i32, i64, Outbox)],
     ) -> Result<Outcome, PipelineError> {
         let topic = &config.topics.canonical;
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
-        if let Some(mut e) = tpl.find_partition(topic, partition) {
-            // Owner lookup reads this metadata (invariant 12), as in effectively-once mode.
-            e.set_metadata(&config.http.advertised_addr);
+        for (partition, offset, _) in batches {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+            if let Some(mut e) = tpl.find_partition(topic, *partition) {
+                // Owner lookup reads this metadata (invariant 12), as in effectively-once mode.
+                e.set_metadata(&config.http.advertised_addr);
+            }
         }
+        let records = || batches.iter().flat_map(|(_, _, outbox)| outbox);
         self.producer.begin_transaction().map_err(fatal)?;
         let mut out = Outstanding::default();
         let mut failed = None;
-        for (_, r) in records {
+        for (_, r) in records() {
             if let Err(e) = out.send(&self.producer, future_record(r)).await {
                 failed = Some(e);
                 break;
@@ -126,12 +128,12 @@ impl Txn {
             if let Some(e) = failed {
                 return Err(Step::Produce(e));
             }
-            p.send_offsets_to_transaction(&tpl, &group, TIMEOUT)
+            retrying(|| p.send_offsets_to_transaction(&tpl, &group, TIMEOUT))
                 .map_err(Step::Kafka)?;
             if abort {
                 return Err(Step::Injected);
             }
-            p.commit_transaction(TIMEOUT).map_err(Step::Kafka)
+            retrying(|| p.commit_transaction(TIMEOUT)).map_err(Step::Kafka)
         })
         .await
         .expect("transaction task");
@@ -141,9 +143,9 @@ impl Txn {
                 telemetry::fold_transaction("committed");
                 self.hooks.committed.fetch_add(1, Ordering::Relaxed);
                 if !self.verified {
-                    self.verify(config, partition, offset).await?;
+                    self.verify(config, batches).await?;
                 }
-                if records.iter().any(|(_, r)| r.partition.is_none())
+                if records().any(|(_, r)| r.partition.is_none())
                     && self.hooks.crash_after_commit.swap(false, Ordering::Relaxed)
                 {
                     return Err(PipelineError::Transaction(
@@ -161,7 +163,8 @@ impl Txn {
                         )));
                     }
                 }
-                tracing::warn!(partition, reason = %step, "aborting the transaction; the outbox is re-sent in the next one");
+                let partitions: Vec<i32> = batches.iter().map(|b| b.0).collect();
+                tracing::warn!(?partitions, reason = %step, "aborting the transaction; the outboxes are re-sent in the next one");
                 let p = self.producer.clone();
                 tokio::task::spawn_blocking(move || p.abort_transaction(TIMEOUT))
                     .await
@@ -180,19 +183,20 @@ impl Txn {
     async fn verify(
         &mut self,
         config: &Config,
-        partition: i32,
-        offset: i64,
+        batches: &[(i32, i64, Outbox)],
     ) -> Result<(), PipelineError> {
         let c = config.clone();
         let committed = tokio::task::spawn_blocking(move || committed_offsets(&c))
             .await
             .expect("offset fetch task")?;
-        let stored = committed.get(&partition).copied();
-        if stored.is_none_or(|s| s < offset) {
-            return Err(PipelineError::Transaction(format!(
-                "the broker did not store the offset committed with the transaction (partition {partition}: sent {offset}, group has {stored:?}); \
-                 fold.guarantee = \"exactly-once\" needs a broker with full transaction support (librdkafka's mock cluster has none)"
-            )));
+        for (partition, offset, _) in batches {
+            let stored = committed.get(partition).copied();
+            if stored.is_none_or(|s| s < *offset) {
+                return Err(PipelineError::Transaction(format!(
+                    "the broker did not store the offset committed with the transaction (partition {partition}: sent {offset}, group has {stored:?}); \
+                     fold.guarantee = \"exactly-once\" needs a broker with full transaction support (librdkafka's mock cluster has none)"
+                )));
+            }
         }
         self.verified = true;
         Ok(())
@@ -212,6 +216,21 @@ impl std::fmt::Display for Step {
             Step::Produce(e) => write!(f, "produce: {}", crate::error_chain(e)),
             Step::Kafka(e) => write!(f, "{e}"),
             Step::Injected => write!(f, "abort injected by a test"),
+        }
+    }
+}
+
+/// librdkafka's contract: a call that failed with a retriable error (a timeout) may be made
+/// again and must be, before anything else (an abort is refused while a commit is pending).
+fn retrying(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), KafkaError> {
+    let mut attempts = 0;
+    loop {
+        match call() {
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 3 => {
+                attempts += 1;
+                tracing::warn!(error = %e, attempts, "transactional call failed; retrying");
+            }
+            other => return other,
         }
     }
 }
