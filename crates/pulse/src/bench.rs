@@ -41,6 +41,10 @@ pub struct BenchArgs {
     /// Use this broker (e.g. a tansu started by scripts/tansu.sh) instead of the mock cluster.
     #[arg(long)]
     pub brokers: Option<String>,
+    /// Rounds of the three guarantee modes (each round in a rotated order); the figures are
+    /// the medians, so one disturbed run on a shared machine does not decide a ratio.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
 }
 
 /// Simulated, validated events (malformed records left out), in time order.
@@ -116,11 +120,14 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     // Each mode its own changelog: a fresh state dir restores from its changelog, and one
     // mode must not start from another's state.
-    for mode in MODES {
-        let topic = format!("bench-{run}-{}.changelog", mode.name());
-        match &mock {
-            Some(m) => m.create_topic(&topic, args.partitions, 1)?,
-            None => kafka::create_topic(&config, &topic, args.partitions).await?,
+    let rounds = args.rounds.max(1);
+    for round in 0..rounds {
+        for mode in MODES {
+            let topic = format!("bench-{run}-{round}-{}.changelog", mode.name());
+            match &mock {
+                Some(m) => m.create_topic(&topic, args.partitions, 1)?,
+                None => kafka::create_topic(&config, &topic, args.partitions).await?,
+            }
         }
     }
     let n = kafka::partition_count(&config, &config.topics.canonical)?;
@@ -180,31 +187,49 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     println!("baseline: {baseline:.0} records/s (rdkafka BaseConsumer, same topic)");
 
     config.fold.commit_max_events = 10_000;
-    let mut rates = Vec::new();
-    for mode in MODES {
-        let mut c = config.clone();
-        c.kafka.group_id = format!("bench-{run}-{}", mode.name());
-        c.topics.changelog = format!("bench-{run}-{}.changelog", mode.name());
-        c.fold.state_dir = tmp.path().join(mode.name());
-        c.fold.fsync = mode != Mode::None;
-        if mode == Mode::ExactlyOnce {
-            c.fold.guarantee = Guarantee::ExactlyOnce;
-            c.fold.instance_id = "bench".into();
-        }
-        let rate = match fold_rate(c, mode, n, total).await {
-            Ok(rate) => rate,
-            Err(e) if mode == Mode::ExactlyOnce => {
-                println!("fold, exactly-once: not measured ({e:#})");
-                break;
+    let mut samples: [Vec<f64>; 3] = Default::default();
+    let mut eos_refused = false;
+    for round in 0..rounds {
+        for i in 0..MODES.len() {
+            let m = (i + round) % MODES.len();
+            let mode = MODES[m];
+            if mode == Mode::ExactlyOnce && eos_refused {
+                continue;
             }
-            Err(e) => return Err(e),
-        };
+            let name = format!("bench-{run}-{round}-{}", mode.name());
+            let mut c = config.clone();
+            c.kafka.group_id = name.clone();
+            c.topics.changelog = format!("{name}.changelog");
+            c.fold.state_dir = tmp.path().join(&name);
+            c.fold.fsync = mode != Mode::None;
+            if mode == Mode::ExactlyOnce {
+                c.fold.guarantee = Guarantee::ExactlyOnce;
+                c.fold.instance_id = "bench".into();
+            }
+            match fold_rate(c, mode, n, total).await {
+                Ok(rate) => {
+                    eprintln!("bench: round {round}, {}: {rate:.0} events/s", mode.name());
+                    samples[m].push(rate);
+                }
+                Err(e) if mode == Mode::ExactlyOnce => {
+                    println!("fold, exactly-once: not measured ({e:#})");
+                    eos_refused = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let rates: Vec<f64> = samples
+        .iter_mut()
+        .filter(|v| !v.is_empty())
+        .map(|v| median(v))
+        .collect();
+    for (mode, rate) in MODES.iter().zip(&rates) {
         println!(
-            "fold, {}: {rate:.0} events/s ({})",
+            "fold, {}: {rate:.0} events/s, median of {rounds} ({})",
             mode.name(),
             mode.what()
         );
-        rates.push(rate);
     }
     let none = rates[0];
     println!("ratio fold/baseline: {:.3}", rates[1] / baseline);
@@ -221,6 +246,16 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 const MODES: [Mode; 3] = [Mode::None, Mode::EffectivelyOnce, Mode::ExactlyOnce];
