@@ -192,6 +192,17 @@ impl PartitionStore {
 
     /// Writes the commit in one atomic batch, then (if configured) waits for it to be durable.
     pub fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        self.write(commit, false)
+    }
+
+    /// As [`commit`](Self::commit), and tags the commit's outbox with its checkpoint offset
+    /// (exactly-once mode; see [`outbox_tags`](Self::outbox_tags)). Only that mode tags, so
+    /// an outbox left by the other mode is never mistaken for one already published.
+    pub fn commit_tagged(&self, commit: &Commit) -> Result<(), StoreError> {
+        self.write(commit, true)
+    }
+
+    fn write(&self, commit: &Commit, tag: bool) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (id, state) in &commit.customers {
             let key = prefixed(CUSTOMER, id.as_bytes());
@@ -210,7 +221,7 @@ impl PartitionStore {
         for (seq, rec) in &commit.outbox {
             batch.insert(prefixed(OUTBOX, &seq.to_be_bytes()), encode_outbox(rec));
         }
-        if let Some((first, _)) = commit.outbox.first() {
+        if let Some((first, _)) = commit.outbox.first().filter(|_| tag) {
             batch.insert(
                 prefixed(OUTBOX_TAG, &first.to_be_bytes()),
                 &commit.checkpoint.next_offset.to_be_bytes(),
@@ -424,6 +435,17 @@ mod tests {
                     outbox: vec![(1, rec.clone()), (2, rec.clone())],
                 })
                 .unwrap();
+            assert_eq!(store.outbox_tags().unwrap(), vec![], "untagged commit");
+            store
+                .commit_tagged(&Commit {
+                    checkpoint: Checkpoint {
+                        next_offset: 10,
+                        clock: 99,
+                    },
+                    outbox: vec![(1, rec.clone()), (2, rec.clone())],
+                    ..Commit::default()
+                })
+                .unwrap();
             store.ack_outbox([1]).unwrap();
             store.flush().unwrap();
         }
@@ -445,7 +467,7 @@ mod tests {
         store.ack_outbox([2]).unwrap();
         assert_eq!(store.outbox_tags().unwrap(), vec![]);
         store
-            .commit(&Commit {
+            .commit_tagged(&Commit {
                 checkpoint: Checkpoint {
                     next_offset: 10,
                     clock: 99,

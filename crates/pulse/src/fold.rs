@@ -626,9 +626,17 @@ impl Fold {
                 Vec::new()
             };
             let store = task.store.clone();
-            let commit = tokio::task::spawn_blocking(move || store.commit(&commit).map(|_| commit))
-                .await
-                .expect("commit task")?;
+            let tagged = self.txn.is_some();
+            let commit = tokio::task::spawn_blocking(move || {
+                if tagged {
+                    store.commit_tagged(&commit)
+                } else {
+                    store.commit(&commit)
+                }
+                .map(|_| commit)
+            })
+            .await
+            .expect("commit task")?;
             task.unacked.extend(commit.outbox);
             task.committed_offset = task.next_offset;
             committed_now = true;
