@@ -10,6 +10,9 @@
 //! - `b'd' ++ u128 event-id hash`   → i64 clock at which it was seen ++ u128 customer key
 //! - `b's' ++ u128 customer key`    → i64 clock at which the customer was erased (suppression)
 //! - `b'o' ++ u64 sequence`         → outbox record
+//! - `b't' ++ u64 sequence`         → i64 tag: the checkpoint offset of the commit whose
+//!   outbox starts at that sequence (exactly-once mode compares it with the group's
+//!   transactionally committed offset)
 //! - `b'm' ++ name`                 → metadata (`schema`, `checkpoint`, `rewrite`)
 //!
 //! Physical erasure: sled is log-structured, so a removed value stays in old segments until
@@ -32,6 +35,7 @@ const CUSTOMER: u8 = b'c';
 const DEDUPE: u8 = b'd';
 const SUPPRESSED: u8 = b's';
 const OUTBOX: u8 = b'o';
+const OUTBOX_TAG: u8 = b't';
 const META_SCHEMA: &[u8] = b"mschema";
 const META_CHECKPOINT: &[u8] = b"mcheckpoint";
 const META_REWRITE: &[u8] = b"mrewrite";
@@ -234,8 +238,38 @@ impl PartitionStore {
             .collect()
     }
 
+    /// The outbox's tags, `(first sequence, checkpoint offset)` per commit still in the outbox,
+    /// in sequence order: record `s` was made by the commit of the last tag at or before `s`.
+    /// Records written before tags existed have none.
+    pub fn outbox_tags(&self) -> Result<Vec<(u64, i64)>, StoreError> {
+        self.db()
+            .scan_prefix([OUTBOX_TAG])
+            .map(|kv| {
+                let (k, v) = kv?;
+                let corrupt = || StoreError::Corrupt {
+                    what: "outbox tag",
+                    source: None,
+                };
+                let seq = u64::from_be_bytes(k[1..].try_into().map_err(|_| corrupt())?);
+                let offset = i64::from_be_bytes(v.as_ref().try_into().map_err(|_| corrupt())?);
+                Ok((seq, offset))
+            })
+            .collect()
+    }
+
     /// Writes the commit in one atomic batch, then (if configured) waits for it to be durable.
     pub fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        self.write(commit, false)
+    }
+
+    /// As [`commit`](Self::commit), and tags the commit's outbox with its checkpoint offset
+    /// (exactly-once mode; see [`outbox_tags`](Self::outbox_tags)). Only that mode tags, so
+    /// an outbox left by the other mode is never mistaken for one already published.
+    pub fn commit_tagged(&self, commit: &Commit) -> Result<(), StoreError> {
+        self.write(commit, true)
+    }
+
+    fn write(&self, commit: &Commit, tag: bool) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (id, state) in &commit.customers {
             let key = prefixed(CUSTOMER, id.as_bytes());
@@ -269,6 +303,12 @@ impl PartitionStore {
         }
         for (seq, rec) in &commit.outbox {
             batch.insert(prefixed(OUTBOX, &seq.to_be_bytes()), encode_outbox(rec));
+        }
+        if let Some((first, _)) = commit.outbox.first().filter(|_| tag) {
+            batch.insert(
+                prefixed(OUTBOX_TAG, &first.to_be_bytes()),
+                &commit.checkpoint.next_offset.to_be_bytes(),
+            );
         }
         let checkpoint = serde_json::to_vec(&commit.checkpoint).expect("plain struct");
         batch.insert(META_CHECKPOINT, checkpoint);
@@ -337,10 +377,31 @@ impl PartitionStore {
 
     /// Removes acknowledged outbox records. Not flushed: losing this write only re-sends
     /// byte-identical records.
+    /// Records are acknowledged in sequence order, so a tag goes with the last acknowledged
+    /// record unless its commit still has the next record in the outbox.
     pub fn ack_outbox(&self, seqs: impl IntoIterator<Item = u64>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
+        let mut last = None;
         for seq in seqs {
             batch.remove(prefixed(OUTBOX, &seq.to_be_bytes()));
+            last = last.max(Some(seq));
+        }
+        if let Some(last) = last {
+            let tags = self.outbox_tags()?;
+            let next = last + 1;
+            let kept = if self
+                .db()
+                .contains_key(prefixed(OUTBOX, &next.to_be_bytes()))?
+            {
+                tags.iter().rev().find(|(t, _)| *t <= next).map(|(t, _)| *t)
+            } else {
+                None
+            };
+            for (t, _) in tags {
+                if t <= last && Some(t) != kept {
+                    batch.remove(prefixed(OUTBOX_TAG, &t.to_be_bytes()));
+                }
+            }
         }
         self.db().apply_batch(batch)?;
         Ok(())
@@ -544,6 +605,17 @@ mod tests {
                     ..Commit::default()
                 })
                 .unwrap();
+            assert_eq!(store.outbox_tags().unwrap(), vec![], "untagged commit");
+            store
+                .commit_tagged(&Commit {
+                    checkpoint: Checkpoint {
+                        next_offset: 10,
+                        clock: 99,
+                    },
+                    outbox: vec![(1, rec.clone()), (2, rec.clone())],
+                    ..Commit::default()
+                })
+                .unwrap();
             store.ack_outbox([1]).unwrap();
             store.flush().unwrap();
         }
@@ -558,6 +630,22 @@ mod tests {
         assert_eq!(store.customer("c1").unwrap(), Some(state(2)));
         assert_eq!(store.customers().count(), 2);
         assert_eq!(store.dedupe_entries().unwrap(), vec![(7, 99, 5)]);
+        assert_eq!(store.outbox().unwrap(), vec![(2, rec.clone())]);
+        // The commit's tag (its checkpoint offset, at its first sequence) stays until the
+        // commit's last record is acknowledged.
+        assert_eq!(store.outbox_tags().unwrap(), vec![(1, 10)]);
+        store.ack_outbox([2]).unwrap();
+        assert_eq!(store.outbox_tags().unwrap(), vec![]);
+        store
+            .commit_tagged(&Commit {
+                checkpoint: Checkpoint {
+                    next_offset: 10,
+                    clock: 99,
+                },
+                outbox: vec![(2, rec.clone())],
+                ..Commit::default()
+            })
+            .unwrap();
         assert_eq!(store.outbox().unwrap(), vec![(2, rec)]);
         // Erasure deletes.
         store

@@ -3,11 +3,17 @@
 //! 1. The pure core: `decide` over simulated events in memory (events/s on one core).
 //! 2. Fold over a canonical log on a real Kafka-protocol broker vs a plain rdkafka consumer
 //!    reading the same topic (the ceiling anything fed from Kafka can reach here).
-//! 3. The overhead of metrics on fold: fold twice with no recorder installed, then with the
-//!    Prometheus recorder (installed once per process, so it comes last).
+//! 3. The cost of the delivery guarantees: fold over the same canonical log in four modes,
+//!    each run in its own group and state dir: no guarantees (no fsync; alerts and changelog
+//!    records produced fire-and-forget, never stored in sled, acks never awaited),
+//!    effectively-once (the default), effectively-once without fsync (the outbox's own cost)
+//!    and exactly-once (a Kafka transaction per commit round; needs a broker that stores
+//!    transactional offsets: the mock cluster is refused, tansu works).
+//! 4. The overhead of metrics: the runs above have no recorder installed (the `metrics` macros
+//!    are no-ops); then the Prometheus recorder the service uses is installed (once per
+//!    process, never removed: hence last) and effectively-once runs again.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -17,12 +23,16 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
+
+use std::sync::Arc;
+
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, Guarantee};
+use crate::fold::{FoldOptions, Shared};
+use crate::kafka;
 use crate::producer::Outstanding;
 use crate::simulate::{SimConfig, SimTopic, Simulator};
-use crate::{fold, kafka};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -35,6 +45,10 @@ pub struct BenchArgs {
     /// Use this broker (e.g. a tansu started by scripts/tansu.sh) instead of the mock cluster.
     #[arg(long)]
     pub brokers: Option<String>,
+    /// Rounds of the guarantee modes (each round in a rotated order); the figures are
+    /// the medians, so one disturbed run on a shared machine does not decide a ratio.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
 }
 
 /// Simulated, validated events (malformed records left out), in time order.
@@ -94,7 +108,6 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| mock.as_ref().expect("mock").bootstrap_servers());
     let tmp = tempfile::tempdir()?;
     let run = crate::wall_clock_ms();
-    // The runs below use their own state dirs; this one is only a valid default.
     let mut config = Config::with_overrides(&format!(
         "[kafka]\nbootstrap_servers = \"{brokers}\"\ngroup_id = \"bench-{run}\"\n[topics]\ncanonical = \"bench-{run}.canonical\"\n\
          [ingest]\nenabled = false\n[fold]\nstate_dir = \"{}\"\nfsync = true\n[http]\naddr = \"127.0.0.1:0\"\n",
@@ -107,6 +120,18 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             kafka::create_topic(&config, &config.topics.canonical, args.partitions).await?;
             kafka::create_topic(&config, &config.topics.changelog, args.partitions).await?;
             kafka::create_topics(&config, 1).await?;
+        }
+    }
+    // Each mode its own changelog: a fresh state dir restores from its changelog, and one
+    // mode must not start from another's state.
+    let rounds = args.rounds.max(1);
+    for round in 0..rounds {
+        for name in MODES.map(Mode::name).into_iter().chain(["metrics"]) {
+            let topic = format!("bench-{run}-{round}-{name}.changelog");
+            match &mock {
+                Some(m) => m.create_topic(&topic, args.partitions, 1)?,
+                None => kafka::create_topic(&config, &topic, args.partitions).await?,
+            }
         }
     }
     let n = kafka::partition_count(&config, &config.topics.canonical)?;
@@ -165,90 +190,181 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     drop(consumer);
     println!("baseline: {baseline:.0} records/s (rdkafka BaseConsumer, same topic)");
 
-    // Fold, three times over the same log, each with a fresh state dir, group and changelog:
-    // twice with no metrics recorder installed (the `metrics` macros are no-ops; two runs show
-    // the run-to-run spread), then with the Prometheus recorder the service installs. The
-    // global recorder can be installed once per process and never removed: hence this order.
     config.fold.commit_max_events = 10_000;
-    let mut without = Vec::new();
-    for label in ["norec1", "norec2"] {
-        let rate = fold_events_per_second(&config, mock.as_ref(), label, n, total).await?;
-        println!("fold without recorder ({label}): {rate:.0} events/s");
-        without.push(rate);
+    let mut samples: [Vec<f64>; MODES.len()] = Default::default();
+    let mut eos_refused = false;
+    for round in 0..rounds {
+        for i in 0..MODES.len() {
+            let m = (i + round) % MODES.len();
+            let mode = MODES[m];
+            if mode == Mode::ExactlyOnce && eos_refused {
+                continue;
+            }
+            let name = format!("bench-{run}-{round}-{}", mode.name());
+            let mut c = config.clone();
+            c.kafka.group_id = name.clone();
+            c.topics.changelog = format!("{name}.changelog");
+            c.fold.state_dir = tmp.path().join(&name);
+            c.fold.fsync = !matches!(mode, Mode::None | Mode::EffectivelyOnceNoFsync);
+            if mode == Mode::ExactlyOnce {
+                c.fold.guarantee = Guarantee::ExactlyOnce;
+                c.fold.instance_id = "bench".into();
+            }
+            match fold_rate(c, mode, n, total).await {
+                Ok(rate) => {
+                    eprintln!("bench: round {round}, {}: {rate:.0} events/s", mode.name());
+                    samples[m].push(rate);
+                }
+                Err(e) if mode == Mode::ExactlyOnce => {
+                    println!("fold, exactly-once: not measured ({e:#})");
+                    eos_refused = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
     let _handle = crate::telemetry::prometheus();
-    let fold = fold_events_per_second(&config, mock.as_ref(), "prom", n, total).await?;
-    println!("fold: {fold:.0} events/s (state + offsets + outbox committed to sled, fsync on, Prometheus recorder installed)");
-    let mean = without.iter().sum::<f64>() / without.len() as f64;
+    let mut with_metrics = Vec::new();
+    for round in 0..rounds {
+        let name = format!("bench-{run}-{round}-metrics");
+        let mut c = config.clone();
+        c.kafka.group_id = name.clone();
+        c.topics.changelog = format!("{name}.changelog");
+        c.fold.state_dir = tmp.path().join(&name);
+        let rate = fold_rate(c, Mode::EffectivelyOnce, n, total).await?;
+        eprintln!("bench: round {round}, effectively-once with the recorder: {rate:.0} events/s");
+        with_metrics.push(rate);
+    }
+    let with_metrics = median(&mut with_metrics);
+    let rates: Vec<f64> = samples
+        .iter_mut()
+        .filter(|v| !v.is_empty())
+        .map(|v| median(v))
+        .collect();
+    for (mode, rate) in MODES.iter().zip(&rates) {
+        println!(
+            "fold, {}: {rate:.0} events/s, median of {rounds} ({})",
+            mode.name(),
+            mode.what()
+        );
+    }
     println!(
-        "ratio fold with/without recorder: {:.3} (without: mean of {:.0} and {:.0})",
-        fold / mean,
-        without[0],
-        without[1]
+        "fold, effectively-once with the Prometheus recorder: {with_metrics:.0} events/s, median of {rounds}"
     );
-    println!("ratio fold/baseline: {:.3}", fold / baseline);
+    let none = rates[0];
+    println!("ratio fold/baseline: {:.3}", rates[1] / baseline);
     println!("ratio core/baseline: {:.1}", core / baseline);
+    println!(
+        "ratio effectively-once/no-guarantees: {:.3}; without fsync: {:.3} (the outbox alone)",
+        rates[1] / none,
+        rates[2] / none
+    );
+    println!(
+        "ratio with/without the metrics recorder (effectively-once): {:.3}",
+        with_metrics / rates[1]
+    );
+    if let Some(eos) = rates.get(3) {
+        println!(
+            "ratio exactly-once/no-guarantees: {:.3}, exactly-once/effectively-once: {:.3}",
+            eos / none,
+            eos / rates[1]
+        );
+    }
     Ok(())
 }
 
-/// Events/s of one fold run over the canonical topic (`total` records on `n` partitions): from
-/// the moment its partitions are assigned until every partition has committed the end of the
-/// log. Fold runs alone (no HTTP server, no ingest), with its own state dir, consumer group and
-/// changelog topic, so no run restores from or resumes after another.
-async fn fold_events_per_second(
-    config: &Config,
-    mock: Option<&MockCluster<'_, rdkafka::producer::DefaultProducerContext>>,
-    label: &str,
-    n: i32,
-    total: i64,
-) -> anyhow::Result<f64> {
-    let tmp = tempfile::tempdir()?;
-    let mut config = config.clone();
-    config.fold.state_dir = tmp.path().to_path_buf();
-    config.kafka.group_id = format!("{}-{label}", config.kafka.group_id);
-    config.topics.changelog = format!("{}-{label}", config.topics.changelog);
-    match mock {
-        Some(m) => m
-            .create_topic(&config.topics.changelog, n, 1)
-            .context("create changelog topic")?,
-        None => kafka::create_topic(&config, &config.topics.changelog, n).await?,
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
-    let shared = Arc::new(fold::Shared::default());
-    let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(fold::run(
+}
+
+const MODES: [Mode; 4] = [
+    Mode::None,
+    Mode::EffectivelyOnce,
+    Mode::EffectivelyOnceNoFsync,
+    Mode::ExactlyOnce,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    None,
+    EffectivelyOnce,
+    /// The outbox's cost without fsync's: `fold.fsync = false`.
+    EffectivelyOnceNoFsync,
+    ExactlyOnce,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::None => "no-guarantees",
+            Mode::EffectivelyOnce => "effectively-once",
+            Mode::EffectivelyOnceNoFsync => "effectively-once-no-fsync",
+            Mode::ExactlyOnce => "exactly-once",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Mode::None => "state + offsets in sled without fsync; alerts and changelog produced fire-and-forget",
+            Mode::EffectivelyOnce => "state + offsets + outbox in one fsynced sled write; outbox drained, acks awaited",
+            Mode::EffectivelyOnceNoFsync => "as effectively-once with fold.fsync = false",
+            Mode::ExactlyOnce => "as effectively-once, the outbox and offsets in one Kafka transaction per commit",
+        }
+    }
+}
+
+/// Fold's events/s over the canonical log: from the moment its partitions are assigned until
+/// every partition has committed the end of the log to sled.
+async fn fold_rate(config: Config, mode: Mode, n: i32, total: i64) -> anyhow::Result<f64> {
+    let shared = Arc::new(Shared::default());
+    let (stop, shutdown) = watch::channel(false);
+    let options = FoldOptions {
+        unguarded: mode == Mode::None,
+        ..FoldOptions::default()
+    };
+    let mut task = tokio::spawn(crate::fold::run(
         Arc::new(config),
-        stopped,
+        shutdown,
         shared.clone(),
-        fold::FoldOptions::default(),
+        options,
     ));
     let deadline = Instant::now() + Duration::from_secs(300);
-    while shared.partitions.read().expect("lock").len() < n as usize {
-        anyhow::ensure!(
-            Instant::now() < deadline && !task.is_finished(),
-            "fold was never assigned its partitions"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let started = Instant::now();
+    let mut started = None;
     loop {
-        let done: i64 = shared
-            .partitions
-            .read()
-            .expect("lock")
-            .values()
-            .map(|(s, _)| s.checkpoint().ok().flatten().map_or(0, |c| c.next_offset))
-            .sum();
+        let (assigned, done) = {
+            let parts = shared.partitions.read().expect("lock");
+            let done: i64 = parts
+                .values()
+                .map(|(s, _)| s.checkpoint().ok().flatten().map_or(0, |c| c.next_offset))
+                .sum();
+            (parts.len(), done)
+        };
+        if started.is_none() && assigned >= n as usize {
+            started = Some(Instant::now());
+        }
         if done >= total {
             break;
         }
-        anyhow::ensure!(
-            Instant::now() < deadline && !task.is_finished(),
-            "fold reached {done} of {total}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        anyhow::ensure!(Instant::now() < deadline, "fold reached {done} of {total}");
+        tokio::select! {
+            r = &mut task => {
+                r??;
+                anyhow::bail!("fold stopped at {done} of {total}");
+            }
+            _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+        }
     }
-    let rate = total as f64 / started.elapsed().as_secs_f64();
+    let secs = started
+        .context("fold was never assigned its partitions")?
+        .elapsed()
+        .as_secs_f64();
     let _ = stop.send(true);
     task.await??;
-    Ok(rate)
+    Ok(total as f64 / secs)
 }

@@ -106,6 +106,20 @@ pub struct FoldConfig {
     /// Least time between two rewrites of a partition's database after erasures (0: after
     /// every commit that erased someone).
     pub erasure_rewrite_interval_ms: u64,
+    pub guarantee: Guarantee,
+    /// Stable identity of this instance (the pod name in a StatefulSet): part of the
+    /// transactional.id in exactly-once mode.
+    pub instance_id: String,
+}
+
+/// How alerts and changelog records leave fold (see ARCHITECTURE.md, invariants 4 and 18).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Guarantee {
+    /// Outbox drained after the sled commit; a crash can re-send byte-identical records.
+    EffectivelyOnce,
+    /// Outbox drained inside a Kafka transaction that also commits the input offsets.
+    ExactlyOnce,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -289,6 +303,19 @@ impl Config {
                 "must not be negative (0 disables dedupe)",
             ));
         }
+        if self.fold.guarantee == Guarantee::ExactlyOnce && self.fold.instance_id.trim().is_empty()
+        {
+            return Err(ConfigError::invalid(
+                "fold.instance_id",
+                "must be set when fold.guarantee is \"exactly-once\" (a stable name per instance, e.g. the pod name)",
+            ));
+        }
+        if self.fold.instance_id.contains(char::is_whitespace) {
+            return Err(ConfigError::invalid(
+                "fold.instance_id",
+                "must not contain whitespace",
+            ));
+        }
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return Err(ConfigError::invalid(
                 "kafka.bootstrap_servers",
@@ -303,6 +330,7 @@ impl Config {
             "group.id",
             "enable.auto.commit",
             "isolation.level",
+            "transactional.id",
         ] {
             if self.kafka.properties.contains_key(key) {
                 return Err(ConfigError::invalid(
@@ -542,6 +570,29 @@ mod tests {
             c.http.auth.tokens[0].token.as_deref(),
             Some("a-long-enough-secret")
         );
+    }
+
+    #[test]
+    fn exactly_once_needs_an_instance_id() {
+        let c = Config::with_overrides("").unwrap();
+        assert_eq!(c.fold.guarantee, Guarantee::EffectivelyOnce);
+        let err = Config::with_overrides("[fold]\nguarantee = \"exactly-once\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fold.instance_id"), "{err}");
+        let c = Config::with_overrides(
+            "[fold]\nguarantee = \"exactly-once\"\ninstance_id = \"pulse-0\"",
+        )
+        .unwrap();
+        assert_eq!(c.fold.guarantee, Guarantee::ExactlyOnce);
+        let err = Config::with_overrides("[fold]\nguarantee = \"at-most-once\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fold.guarantee"), "{err}");
+        let err = Config::with_overrides("[kafka.properties]\n\"transactional.id\" = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("transactional.id"), "{err}");
     }
 
     #[test]

@@ -39,15 +39,16 @@ use pulse_store::{Checkpoint, Commit, OutboxRecord, PartitionStore};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::Offset;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::kafka::{self, headers};
+use crate::kafka;
 use crate::producer::Outstanding;
+use crate::txn::{self, Outcome, Txn, TxnHooks};
 use crate::{telemetry, PipelineError};
 
 /// What the rebalance callback tells the fold loop. The callback only opens the partition's
@@ -170,6 +171,11 @@ pub struct FoldOptions {
     pub stop_at: Option<BTreeMap<i32, i64>>,
     /// Neither restore from nor write to the changelog (a replay into a fresh dir must not).
     pub without_changelog: bool,
+    /// No guarantees, for `pulse bench`'s baseline only: the outbox is not stored in sled and
+    /// is produced fire-and-forget after the state write (acks never awaited).
+    pub unguarded: bool,
+    /// Exactly-once mode's fault injection (tests).
+    pub txn_hooks: TxnHooks,
 }
 
 /// What the HTTP API may read: the stores of the partitions this instance folds and their
@@ -273,12 +279,19 @@ struct PartitionTask {
     unacked: Vec<(u64, OutboxRecord)>,
     /// Metric handles and wall-clock instants, for metrics only (never read by decisions).
     metrics: telemetry::FoldMetrics,
+    /// The next offset of the last sled checkpoint.
+    committed_offset: i64,
+    /// Exactly-once: the group's committed offset at assignment. Records below it are
+    /// already published (with that offset, in a transaction): refolding them emits nothing.
+    published_upto: i64,
 }
 
 struct Fold {
     config: Arc<Config>,
     options: FoldOptions,
     producer: FutureProducer,
+    /// Exactly-once mode's transactional producer (then also `producer`).
+    txn: Option<Txn>,
     tasks: BTreeMap<i32, PartitionTask>,
     shared: Arc<Shared>,
 }
@@ -325,8 +338,19 @@ pub async fn run(
             });
         }
     }
+    let txn = if config.fold.guarantee == crate::config::Guarantee::ExactlyOnce
+        && matches!(options.sink, AlertSink::Kafka)
+    {
+        Some(Txn::start(&config, options.txn_hooks.clone()).await?)
+    } else {
+        None
+    };
     let mut fold = Fold {
-        producer: kafka::producer_config(&config).create()?,
+        producer: match &txn {
+            Some(t) => t.producer().clone(),
+            None => kafka::producer_config(&config).create()?,
+        },
+        txn,
         tasks: BTreeMap::new(),
         shared,
         config: config.clone(),
@@ -391,6 +415,8 @@ impl Fold {
         for event in events {
             match event {
                 Rebalance::Assigned(stores) => {
+                    // Exactly-once: the group's offsets, once per assignment.
+                    let mut group_offsets = None;
                     for (p, store) in stores {
                         // No local checkpoint: restore from the changelog before any record of
                         // the partition is folded (the callback assigned it at the beginning;
@@ -418,7 +444,19 @@ impl Fold {
                                 }
                             }
                         }
-                        let task = PartitionTask::load(p, store)?;
+                        let mut task = PartitionTask::load(p, store)?;
+                        if self.txn.is_some() {
+                            if group_offsets.is_none() {
+                                let c = self.config.clone();
+                                group_offsets = Some(
+                                    tokio::task::spawn_blocking(move || txn::committed_offsets(&c))
+                                        .await
+                                        .expect("offset fetch task")?,
+                                );
+                            }
+                            let committed = group_offsets.as_ref().and_then(|g| g.get(&p));
+                            settle_outbox(&mut task, committed.copied())?;
+                        }
                         tracing::info!(
                             partition = p,
                             customers = task.customers.len(),
@@ -487,6 +525,9 @@ impl Fold {
                 task.advance_clock(event.occurred_at, msg.offset(), &self.config);
                 task.apply(&event, msg.offset(), &self.config);
             }
+            Err(e) if msg.offset() < task.published_upto => {
+                telemetry::fold_corrupt(msg.partition(), msg.offset(), &e);
+            }
             Err(e) => {
                 telemetry::fold_corrupt(msg.partition(), msg.offset(), &e);
                 task.outbox_push(OutboxRecord {
@@ -517,21 +558,90 @@ impl Fold {
         consumer: &StreamConsumer<FoldContext>,
     ) -> Result<(), PipelineError> {
         let ps: Vec<i32> = self.tasks.keys().copied().collect();
-        for p in ps {
-            self.commit(consumer, p).await?;
-        }
-        Ok(())
+        self.commit_partitions(consumer, &ps).await
     }
 
-    /// One atomic sled write for the partition, then the outbox drain, then the group offset.
     async fn commit(
         &mut self,
         consumer: &StreamConsumer<FoldContext>,
         p: i32,
     ) -> Result<(), PipelineError> {
-        let Some(task) = self.tasks.get_mut(&p) else {
+        self.commit_partitions(consumer, &[p]).await
+    }
+
+    /// Per partition one atomic sled write, then the outbox drain. Effectively-once: each
+    /// partition's outbox is drained after its write and the group offset committed for
+    /// monitoring. Exactly-once: after all the writes, one transaction carries every listed
+    /// partition's outbox and checkpoint offset.
+    async fn commit_partitions(
+        &mut self,
+        consumer: &StreamConsumer<FoldContext>,
+        ps: &[i32],
+    ) -> Result<(), PipelineError> {
+        if self.txn.is_none() {
+            for &p in ps {
+                self.write(consumer, p).await?;
+                self.drain(p).await?;
+                self.rewrite_if_due(p).await?;
+            }
             return Ok(());
+        }
+        let mut due = Vec::new();
+        for &p in ps {
+            let written = self.write(consumer, p).await?;
+            if written || self.tasks.get(&p).is_some_and(|t| !t.unacked.is_empty()) {
+                due.push(p);
+            }
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        let group = consumer.group_metadata().ok_or_else(|| {
+            PipelineError::Transaction("the fold consumer has no group metadata".into())
+        })?;
+        let mut batches: Vec<(i32, i64, txn::Outbox)> = Vec::with_capacity(due.len());
+        for p in due {
+            if let Some(t) = self.tasks.get_mut(&p) {
+                batches.push((p, t.committed_offset, std::mem::take(&mut t.unacked)));
+            }
+        }
+        telemetry::outbox_depth(batches.iter().map(|b| b.2.len()).sum());
+        let txn = self.txn.as_mut().expect("exactly-once");
+        let outcome = txn.drain(&self.config, group, &batches).await?;
+        for (p, _, unacked) in batches {
+            let Some(task) = self.tasks.get_mut(&p) else {
+                continue;
+            };
+            match outcome {
+                Outcome::Committed => {
+                    task.store.ack_outbox(unacked.iter().map(|(seq, _)| *seq))?;
+                    if let Some((last, _)) = unacked.last() {
+                        task.metrics.acked(*last);
+                    }
+                }
+                Outcome::Aborted => task.unacked = unacked,
+            }
+        }
+        if outcome == Outcome::Committed {
+            telemetry::outbox_depth(0);
+        }
+        for &p in ps {
+            self.rewrite_if_due(p).await?;
+        }
+        Ok(())
+    }
+
+    /// The partition's atomic sled write, if it folded records since the last one; returns
+    /// whether it wrote.
+    async fn write(
+        &mut self,
+        consumer: &StreamConsumer<FoldContext>,
+        p: i32,
+    ) -> Result<bool, PipelineError> {
+        let Some(task) = self.tasks.get_mut(&p) else {
+            return Ok(false);
         };
+        let mut committed_now = false;
         if task.records > 0 {
             let started = Instant::now();
             let changelog = (!self.options.without_changelog).then(|| {
@@ -540,12 +650,27 @@ impl Fold {
                     self.config.encoding.canonical,
                 )
             });
-            let commit = task.take_commit(changelog);
+            let mut commit = task.take_commit(changelog);
+            let unguarded = if self.options.unguarded {
+                std::mem::take(&mut commit.outbox)
+            } else {
+                Vec::new()
+            };
             let store = task.store.clone();
-            let commit = tokio::task::spawn_blocking(move || store.commit(&commit).map(|_| commit))
-                .await
-                .expect("commit task")?;
+            let tagged = self.txn.is_some();
+            let commit = tokio::task::spawn_blocking(move || {
+                if tagged {
+                    store.commit_tagged(&commit)
+                } else {
+                    store.commit(&commit)
+                }
+                .map(|_| commit)
+            })
+            .await
+            .expect("commit task")?;
             task.unacked.extend(commit.outbox);
+            task.committed_offset = task.next_offset;
+            committed_now = true;
             task.committed_clock.store(task.clock, Ordering::Relaxed);
             telemetry::fold_committed(p, task.records, started.elapsed().as_secs_f64(), task.clock);
             task.counts
@@ -563,11 +688,29 @@ impl Fold {
             if let Some(mut e) = tpl.find_partition(&self.config.topics.canonical, p) {
                 e.set_metadata(&self.config.http.advertised_addr);
             }
-            // For lag monitoring and owner lookup only; sled's checkpoint is the truth.
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-                tracing::warn!(partition = p, error = %e, "group offset commit failed");
+            // For lag monitoring and owner lookup only; sled's checkpoint is the truth. In
+            // exactly-once mode the offset is committed with the outbox's transaction instead.
+            if self.txn.is_none() {
+                if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                    tracing::warn!(partition = p, error = %e, "group offset commit failed");
+                }
+            }
+            // No guarantees (bench baseline): produced, never awaited, never stored.
+            let mut fire_and_forget = Outstanding::default();
+            for (_, r) in &unguarded {
+                fire_and_forget
+                    .send(&self.producer, txn::future_record(r))
+                    .await?;
             }
         }
+        Ok(committed_now)
+    }
+
+    /// Effectively-once: produces the partition's outbox, waits for the acks, clears it.
+    async fn drain(&mut self, p: i32) -> Result<(), PipelineError> {
+        let Some(task) = self.tasks.get_mut(&p) else {
+            return Ok(());
+        };
         if !task.unacked.is_empty() {
             let unacked = std::mem::take(&mut task.unacked);
             telemetry::outbox_depth(unacked.len());
@@ -575,16 +718,7 @@ impl Fold {
                 AlertSink::Kafka => {
                     let mut out = Outstanding::default();
                     for (_, r) in &unacked {
-                        let hdrs = headers(&r.headers);
-                        let mut rec: FutureRecord<'_, str, [u8]> =
-                            FutureRecord::to(&r.topic).key(r.key.as_str()).headers(hdrs);
-                        if let Some(v) = &r.value {
-                            rec = rec.payload(v.as_slice());
-                        }
-                        if let Some(p) = r.partition {
-                            rec = rec.partition(p);
-                        }
-                        out.send(&self.producer, rec).await?;
+                        out.send(&self.producer, txn::future_record(r)).await?;
                     }
                     out.wait().await?;
                 }
@@ -610,8 +744,17 @@ impl Fold {
             }
             telemetry::outbox_depth(0);
         }
+        Ok(())
+    }
+
+    /// After erasures, at a commit boundary: the partition's database rewritten into a fresh
+    /// directory, so sled's log keeps no erased id (the erasure commit already withdrew the
+    /// customer's pending outbox records).
+    async fn rewrite_if_due(&mut self, p: i32) -> Result<(), PipelineError> {
+        let Some(task) = self.tasks.get_mut(&p) else {
+            return Ok(());
+        };
         if task.rewrite_due(&self.config) {
-            // At a commit boundary, with the outbox drained: sled's log keeps no erased id.
             let (store, started) = (task.store.clone(), Instant::now());
             let rewritten = tokio::task::spawn_blocking(move || store.rewrite())
                 .await
@@ -622,6 +765,27 @@ impl Fold {
         }
         Ok(())
     }
+}
+
+/// Exactly-once: what the group's committed offset for the partition (written atomically with
+/// the records of the transactions) says about the outbox loaded from sled.
+fn settle_outbox(task: &mut PartitionTask, committed: Option<i64>) -> Result<(), PipelineError> {
+    task.published_upto = committed.unwrap_or(0);
+    let tags = task.store.outbox_tags()?;
+    let (published, todo) = txn::settle(std::mem::take(&mut task.unacked), &tags, committed);
+    if !published.is_empty() {
+        task.store
+            .ack_outbox(published.iter().map(|(seq, _)| *seq))?;
+    }
+    tracing::info!(
+        partition = task.partition,
+        committed = ?committed,
+        cleared = published.len(),
+        resend = todo.len(),
+        "outbox settled against the group's transactionally committed offset"
+    );
+    task.unacked = todo;
+    Ok(())
 }
 
 impl PartitionTask {
@@ -670,6 +834,8 @@ impl PartitionTask {
             alert_index: 0,
             next_outbox_seq,
             unacked,
+            committed_offset: checkpoint.next_offset,
+            published_upto: 0,
             store,
             metrics: telemetry::FoldMetrics::register(),
         })
@@ -868,6 +1034,9 @@ impl PartitionTask {
                 self.counts.segment(&alert.to, 1);
             }
             AlertKind::ChurnWarning => {}
+        }
+        if offset < self.published_upto {
+            return; // exactly-once: published with a committed transaction already
         }
         self.metrics.alert(alert.kind, self.next_outbox_seq);
         let wire = alert_to_wire(&alert, &id);

@@ -14,6 +14,7 @@ pub mod producer;
 pub mod replay;
 pub mod simulate;
 pub mod telemetry;
+pub mod txn;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -49,6 +50,8 @@ pub enum PipelineError {
     },
     #[error("restore from the changelog: {0}")]
     Restore(String),
+    #[error("exactly-once: {0}")]
+    Transaction(String),
 }
 
 /// Liveness of the pipelines, for /readyz.

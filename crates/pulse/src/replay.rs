@@ -102,6 +102,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         stop_at: Some(ends.clone()),
         // A replay rebuilds from the canonical log alone and must not write the live changelog.
         without_changelog: true,
+        ..FoldOptions::default()
     };
     let config = Arc::new(config);
     let mut run = tokio::spawn(fold::run(config.clone(), shutdown, shared.clone(), options));

@@ -98,6 +98,7 @@ const STALENESS_BUCKETS: [f64; 18] = [
     86_400.0,
     2_592_000.0,
 ];
+pub const FOLD_TRANSACTIONS: &str = "pulse_fold_transactions_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -248,6 +249,10 @@ fn describe() {
         ALERT_LATENCY,
         Unit::Seconds,
         "Processing latency of an alert: from fold reading the canonical record that caused it to the broker acknowledging the alert (after the sled commit and the outbox drain). Alerts re-sent from the outbox after a restart are not counted."
+    );
+    describe_counter!(
+        FOLD_TRANSACTIONS,
+        "Exactly-once mode: fold's Kafka transactions, by outcome (committed, aborted)."
     );
     // Counters that may stay at zero for a long time are exported from the start, so rules and
     // dashboards see a series (rate() of a missing series is no data, not 0).
@@ -752,6 +757,11 @@ pub fn state_rewritten(partition: i32, r: &pulse_store::Rewritten, took: std::ti
         ms = took.as_millis() as u64,
         "partition database rewritten after erasure"
     );
+}
+
+/// Exactly-once mode: one of fold's transactions ended (`committed` or `aborted`).
+pub fn fold_transaction(outcome: &'static str) {
+    counter!(FOLD_TRANSACTIONS, "outcome" => outcome).increment(1);
 }
 
 #[cfg(test)]
