@@ -42,10 +42,10 @@
 //!
 //! Forecasts at several horizons (a CLV needs one per period) go through
 //! [`ExpectedPurchases::expected_purchases_at`]: P(alive) is computed once, and the
-//! (M)BG/NBD horizons, which share their 2F1 parameters and differ only in `z`, share the
-//! `z`-free term ratios of their series (one division per term for all horizons). Every
-//! horizon gets exactly the value it would get alone; the single-horizon functions are that
-//! batch with one horizon.
+//! (M)BG/NBD horizons, which share their 2F1 parameters and differ only in `z`, sum their
+//! series side by side, four at a time, sharing the `z`-free term ratios (one division per
+//! term for four horizons, whose dependency chains overlap). Every horizon gets exactly the
+//! value it would get alone; the single-horizon functions are that batch with one horizon.
 
 use serde::{Deserialize, Serialize};
 use std::f64::consts::PI;
@@ -377,6 +377,11 @@ fn continue_toward_one(a: f64, b: f64, c: f64, z: f64, one_minus_z: f64) -> (f64
     if let Some((f, _, ln_scale)) = maclaurin(a, b, c, z, NEAR_ONE_SERIES_BUDGET, true) {
         return (f.abs().ln() + ln_scale, f.signum());
     }
+    continue_from_half(a, b, c, one_minus_z)
+}
+
+/// The continuation of [`continue_toward_one`] from `z = 1/2` to `z = 1 - one_minus_z`.
+fn continue_from_half(a: f64, b: f64, c: f64, one_minus_z: f64) -> (f64, f64) {
     let Some((mut f, mut d, mut ln_scale)) = maclaurin(a, b, c, 0.5, MAX_SERIES_TERMS, false)
     else {
         return (f64::NAN, f64::NAN);
@@ -489,7 +494,8 @@ const A_NEAR_ONE: f64 = 1e-3;
 /// `z = t/(rate+t)`. Euler's transformation rewrites the bracket as
 /// `1 - (1-z)^(a-1) 2F1(c - shape, a - 1; c; z)`, which makes the removable singularity at
 /// `a = 1` explicit and keeps the 2F1 parameters small even for large `x`. All horizons
-/// share the 2F1 parameters and differ only in `z`, so they share one [`TermRatios`].
+/// share the 2F1 parameters and differ only in `z`, so their series are summed side by
+/// side (see [`sum_side_by_side`]).
 fn beta_geometric_alive_expectations(
     shape: f64,
     rate: f64,
@@ -500,16 +506,34 @@ fn beta_geometric_alive_expectations(
 ) {
     assert_eq!(horizons.len(), out.len(), "one output per horizon");
     let c = a + beta_post - 1.0;
-    let (e, cc) = (a - 1.0, c - shape);
-    let mut ratios = TermRatios::new(cc, e, c);
-    for (&t, out) in horizons.iter().zip(out) {
-        *out = if !horizon_is_valid(t) {
-            f64::NAN
+    let series = BracketSeries::new(c - shape, a - 1.0, c);
+    let flush = |slots: &[usize], points: &[BracketPoint], out: &mut [f64]| {
+        let brackets = sum_side_by_side(&series, points);
+        for ((&slot, at), bracket) in slots.iter().zip(points).zip(brackets) {
+            out[slot] = c * bracket.unwrap_or_else(|| dropout_bracket_fallback(&series, at));
+        }
+    };
+    // Horizons waiting for their series, summed SIDE_BY_SIDE at a time.
+    let mut slots = [0; SIDE_BY_SIDE];
+    let mut points = [BracketPoint::AT_ZERO; SIDE_BY_SIDE];
+    let mut waiting = 0;
+    for (slot, &t) in horizons.iter().enumerate() {
+        if !horizon_is_valid(t) {
+            out[slot] = f64::NAN;
         } else if t == 0.0 {
-            0.0
+            out[slot] = 0.0;
         } else {
-            c * dropout_bracket(e, &BracketPoint::new(t / rate), &mut ratios)
-        };
+            slots[waiting] = slot;
+            points[waiting] = BracketPoint::new(t / rate);
+            waiting += 1;
+            if waiting == SIDE_BY_SIDE {
+                flush(&slots, &points, out);
+                waiting = 0;
+            }
+        }
+    }
+    if waiting > 0 {
+        flush(&slots[..waiting], &points[..waiting], out);
     }
 }
 
@@ -521,6 +545,7 @@ fn beta_geometric_alive_expectation(shape: f64, rate: f64, a: f64, beta_post: f6
 }
 
 /// Where a dropout bracket is evaluated.
+#[derive(Clone, Copy)]
 struct BracketPoint {
     z: f64,
     /// `1 - z`, exact.
@@ -530,6 +555,13 @@ struct BracketPoint {
 }
 
 impl BracketPoint {
+    /// `z = 0`, a placeholder.
+    const AT_ZERO: Self = Self {
+        z: 0.0,
+        one_minus_z: 1.0,
+        l: 0.0,
+    };
+
     /// At `z = q/(1+q)`, `q > 0`, whose complement and log are exact from `q`.
     fn new(q: f64) -> Self {
         Self {
@@ -540,23 +572,25 @@ impl BracketPoint {
     }
 }
 
-/// The `z`-free part of the bracket series (see [`dropout_bracket_series`]), computed once
-/// per parameter set and shared by every `z`: the first coefficient `cc/c` and, for
-/// `n >= 1`, the term ratio `(cc+n)(e+n) / ((c+n)(n+1))` (term `n+1` is term `n` times it
-/// times `z`) with the factor that, times `z`, bounds every later ratio (the geometric tail
-/// bound of [`maclaurin`]; infinite while a Pochhammer factor can still change sign).
-/// Extended as far as the largest `z` needs.
-struct TermRatios {
+/// The bracket `G(e) = [1 - (1-z)^e 2F1(cc, e; c; z)] / e`, analytic in `e`, summed as
+/// `2F1(cc, e; c; z) = 1 + e S` with
+/// `S = sum_{n>=1} (cc)_n (e+1)_{n-1} / ((c)_n n!) z^n`, so that
+/// `G = (1 - e^(-e l))/e - e^(-e l) S` (`l = -ln(1-z)`) has no division by `e` at all.
+///
+/// This holds the `z`-free part of `S`, shared by every `z`: the first coefficient `cc/c`
+/// and, for `n >= 1`, the term ratio `(cc+n)(e+n) / ((c+n)(n+1))` (term `n+1` is term `n`
+/// times it times `z`) with the factor that, times `z`, bounds every later ratio (the
+/// geometric tail bound of [`maclaurin`]; infinite while a Pochhammer factor can still
+/// change sign).
+struct BracketSeries {
     cc: f64,
     e: f64,
     c: f64,
     settled_after: f64,
     excess: f64,
-    /// `(ratio, tail bound)` of term `n` at index `n - 1`.
-    table: Vec<(f64, f64)>,
 }
 
-impl TermRatios {
+impl BracketSeries {
     fn new(cc: f64, e: f64, c: f64) -> Self {
         Self {
             cc,
@@ -565,41 +599,117 @@ impl TermRatios {
             settled_after: (-cc).max(-e).max(-c).max(0.0),
             // For large n the ratio is 1 + (cc+e-c-1)/n + ...: it may still exceed 1.
             excess: (cc + e - c - 1.0).max(0.0),
-            table: Vec::new(),
         }
     }
 
+    /// Ratio of term `n + 1` to term `n`, without the factor `z`.
     fn ratio(&self, n: f64) -> f64 {
         (self.cc + n) * (self.e + n) / ((self.c + n) * (n + 1.0))
     }
 
-    /// `(ratio, tail bound)` of term `n >= 1`, extending the table a few terms at a time.
-    fn get(&mut self, n: usize) -> (f64, f64) {
-        while self.table.len() < n {
-            let nf = (self.table.len() + 1) as f64;
-            let next = nf + 1.0;
-            let bound = if next > self.settled_after {
-                self.ratio(next).abs().max(1.0 + self.excess / (next + 1.0))
-            } else {
-                f64::INFINITY
-            };
-            self.table.push((self.ratio(nf), bound));
+    /// Times `z`, a bound on every ratio after term `n`'s.
+    fn tail_ratio_bound(&self, n: f64) -> f64 {
+        let next = n + 1.0;
+        if next > self.settled_after {
+            self.ratio(next).abs().max(1.0 + self.excess / (next + 1.0))
+        } else {
+            f64::INFINITY
         }
-        self.table[n - 1]
     }
 }
 
-/// `G(e) = [1 - (1-z)^e 2F1(cc, e; c; z)] / e` with `l = -ln(1-z)`, analytic in `e`: by its
-/// series wherever that converges quickly (always for `z <= 1/2`; beyond, when `c` is large
-/// enough), otherwise from 2F1 continued toward `z = 1`.
-fn dropout_bracket(e: f64, at: &BracketPoint, ratios: &mut TermRatios) -> f64 {
+/// How many horizons' series are summed side by side (see [`sum_side_by_side`]).
+const SIDE_BY_SIDE: usize = 4;
+
+/// Sums the series `S` (see [`BracketSeries`]) of up to [`SIDE_BY_SIDE`] points side by
+/// side, term index by term index, and returns each point's bracket, or `None` where the
+/// series was abandoned: after [`NEAR_ONE_SERIES_BUDGET`] terms or cancellation by more
+/// than [`MAX_CANCELLATION`] for `z > 1/2` (2F1 is then continued toward `z = 1`
+/// instead), after [`MAX_SERIES_TERMS`] terms up to `z = 1/2`.
+///
+/// Each point sees exactly the arithmetic it would see alone: the lanes share only the
+/// `z`-free ratio, and a lane's result is taken when its own tail bound allows. Side by
+/// side, the points' dependency chains (a product and a compensated sum per term) overlap
+/// instead of running one after the other. The tail bound is checked every
+/// [`TAIL_CHECK_EVERY`] terms: the check costs more than a term, and a few terms past the
+/// bound only make the sum more accurate. Lanes beyond `points.len()` repeat the first
+/// point and are ignored; lanes that are done keep computing until the last one is.
+fn sum_side_by_side(
+    series: &BracketSeries,
+    points: &[BracketPoint],
+) -> [Option<f64>; SIDE_BY_SIDE] {
+    assert!(
+        (1..=SIDE_BY_SIDE).contains(&points.len()),
+        "1 to {SIDE_BY_SIDE} points"
+    );
+    let point = |i: usize| points[i.min(points.len() - 1)];
+    let z: [f64; SIDE_BY_SIDE] = std::array::from_fn(|i| point(i).z);
+    let leading: [f64; SIDE_BY_SIDE] =
+        std::array::from_fn(|i| one_minus_exp_over(series.e, point(i).l));
+    let budget: [usize; SIDE_BY_SIDE] = z.map(|z| {
+        if z > 0.5 {
+            NEAR_ONE_SERIES_BUDGET
+        } else {
+            MAX_SERIES_TERMS
+        }
+    });
+    let smallest_budget = budget.iter().copied().min().unwrap_or(MAX_SERIES_TERMS);
+    let mut term = z.map(|z| series.cc / series.c * z);
+    let mut sum = term.map(CompensatedSum::new);
+    let mut largest = term.map(f64::abs);
+    let mut active: [bool; SIDE_BY_SIDE] = std::array::from_fn(|i| i < points.len());
+    let mut result = [None; SIDE_BY_SIDE];
+    let mut n = 1;
+    while active.contains(&true) {
+        let ratio = series.ratio(n as f64);
+        let mut any_zero = false;
+        for i in 0..SIDE_BY_SIDE {
+            term[i] *= ratio * z[i];
+            sum[i].add(term[i]);
+            largest[i] = largest[i].max(term[i].abs());
+            any_zero |= term[i] == 0.0 && active[i];
+        }
+        if any_zero || n % TAIL_CHECK_EVERY == 0 || n >= smallest_budget {
+            let bound = series.tail_ratio_bound(n as f64);
+            for i in 0..SIDE_BY_SIDE {
+                if !active[i] {
+                    continue;
+                }
+                if n >= budget[i] {
+                    active[i] = false;
+                    continue;
+                }
+                if term[i] != 0.0 && n % TAIL_CHECK_EVERY != 0 {
+                    continue;
+                }
+                let q = bound * z[i];
+                let s = sum[i].value();
+                let settled = term[i] == 0.0
+                    || (q < 1.0
+                        && term[i].abs() * q
+                            <= SERIES_EPS * (s.abs() + leading[i].abs()) * (1.0 - q));
+                if settled {
+                    active[i] = false;
+                    let cancelled = z[i] > 0.5 && largest[i] > MAX_CANCELLATION * s.abs();
+                    if !cancelled {
+                        let damping = (-series.e * point(i).l).exp();
+                        result[i] = Some(leading[i] - damping * s);
+                    }
+                }
+            }
+        }
+        n += 1;
+    }
+    result
+}
+
+/// The bracket where its series was abandoned: `NaN` up to `z = 1/2` (only for extreme
+/// parameters), beyond from 2F1 continued toward `z = 1`.
+fn dropout_bracket_fallback(series: &BracketSeries, at: &BracketPoint) -> f64 {
+    let BracketSeries { cc, e, c, .. } = *series;
     if at.z <= 0.5 {
-        return dropout_bracket_series(e, at, ratios, MAX_SERIES_TERMS, false).unwrap_or(f64::NAN);
+        return f64::NAN;
     }
-    if let Some(g) = dropout_bracket_series(e, at, ratios, NEAR_ONE_SERIES_BUDGET, true) {
-        return g;
-    }
-    let (cc, c) = (ratios.cc, ratios.c);
     if e.abs() >= A_NEAR_ONE {
         return dropout_bracket_direct(e, cc, c, at);
     }
@@ -618,46 +728,6 @@ fn dropout_bracket(e: f64, at: &BracketPoint, ratios: &mut TermRatios) -> f64 {
         total += weight * dropout_bracket_direct(ej, cc, c, at);
     }
     total
-}
-
-/// Bracket via `2F1(cc, e; c; z) = 1 + e S` with
-/// `S = sum_{n>=1} (cc)_n (e+1)_{n-1} / ((c)_n n!) z^n`, so that
-/// `G = (1 - e^(-e l))/e - e^(-e l) S` has no division by `e` at all. `None` if the tail
-/// bound (checked every [`TAIL_CHECK_EVERY`] terms) does not drop below [`SERIES_EPS`]
-/// within `max_terms` terms, or if `picky` and the terms cancelled by more than
-/// [`MAX_CANCELLATION`] (the caller then has a better method).
-fn dropout_bracket_series(
-    e: f64,
-    at: &BracketPoint,
-    ratios: &mut TermRatios,
-    max_terms: usize,
-    picky: bool,
-) -> Option<f64> {
-    let BracketPoint { z, l, .. } = *at;
-    let leading = one_minus_exp_over(e, l);
-    let mut term = ratios.cc / ratios.c * z;
-    let mut sum = CompensatedSum::new(term);
-    let mut largest = term.abs();
-    for n in 1..max_terms {
-        let (ratio, bound) = ratios.get(n);
-        term *= ratio * z;
-        sum.add(term);
-        largest = largest.max(term.abs());
-        if term == 0.0 || n % TAIL_CHECK_EVERY == 0 {
-            let q = bound * z;
-            let s = sum.value();
-            let settled = term == 0.0
-                || (q < 1.0
-                    && term.abs() * q <= SERIES_EPS * (s.abs() + leading.abs()) * (1.0 - q));
-            if settled {
-                if picky && largest > MAX_CANCELLATION * s.abs() {
-                    return None;
-                }
-                return Some(leading - (-e * l).exp() * s);
-            }
-        }
-    }
-    None
 }
 
 /// Bracket via 2F1 itself, through `ln(1 - eG) = -e l + ln 2F1`. `1 - eG` is positive: for
@@ -2372,6 +2442,69 @@ mod tests {
                         // where mpmath agrees with the batched value to 1e-16).
                         let conditioning = (1.0 - bracket).abs() / bracket.abs();
                         assert_rel(value, expected, (1e-14 * conditioning).max(1e-12), &what);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bracket_series_beyond_one_half_matches_the_continued_2f1() {
+        // The regime the side-by-side series covers for z > 1/2, against the slow path it
+        // falls back to, forced: 2F1(c - shape, a - 1; c; z) continued along its ODE from
+        // z = 1/2. Shapes as the models produce them (shape = r + x, beta_post = b + x or
+        // b + x + 1), x up to 100, z from just above 1/2 to 1 - 1e-6, and
+        // c - a - b = r + x - a + 1 (Euler form; minus that in the textbook form) at and
+        // near integers, where the 1 - z connection formulas would need a limiting form.
+        let zs = [
+            0.500_000_1,
+            0.55,
+            0.6,
+            0.7,
+            0.8,
+            0.9,
+            0.95,
+            0.99,
+            0.999,
+            1.0 - 1e-6,
+        ];
+        let rate = 20.0;
+        let horizons: Vec<f64> = zs.iter().map(|z| rate * z / (1.0 - z)).collect();
+        let mut batched = vec![0.0; horizons.len()];
+        for (a, b) in [(0.891, 1.614), (0.5, 12.0), (1.3, 0.4), (2.5, 3.0)] {
+            // r = a + offset makes c - a - b = x + 1 + offset.
+            for offset in [0.0, 1e-9, -1e-6, 1e-3, 0.25, 0.5] {
+                let r = a + offset;
+                for x in [0.0, 1.0, 5.0, 20.0, 100.0] {
+                    for beta_post in [b + x, b + x + 1.0] {
+                        let shape = r + x;
+                        beta_geometric_alive_expectations(
+                            shape,
+                            rate,
+                            a,
+                            beta_post,
+                            &horizons,
+                            &mut batched,
+                        );
+                        let c = a + beta_post - 1.0;
+                        let (cc, e) = (c - shape, a - 1.0);
+                        for ((&t, &value), &z) in horizons.iter().zip(&batched).zip(&zs) {
+                            let at = BracketPoint::new(t / rate);
+                            let (ln_f, sign) = continue_from_half(cc, e, c, at.one_minus_z);
+                            assert_eq!(sign, 1.0);
+                            let continued = c * -(-e * at.l + ln_f).exp_m1() / e;
+                            let what =
+                                format!("a={a} b={b} r={r} x={x} beta_post={beta_post} z={z}");
+                            assert_rel(value, continued, 1e-12, &what);
+                            // And each horizon exactly as it would be alone.
+                            let alone =
+                                beta_geometric_alive_expectation(shape, rate, a, beta_post, t);
+                            assert_eq!(
+                                value.to_bits(),
+                                alone.to_bits(),
+                                "{what}: batched vs alone"
+                            );
+                        }
                     }
                 }
             }
