@@ -451,6 +451,12 @@ impl Fold {
         if msg.offset() < task.next_offset {
             return Ok(()); // already folded (the group offset lags sled's checkpoint)
         }
+        if (self.options.stop_at.as_ref()).is_some_and(|ends| {
+            ends.get(&msg.partition())
+                .is_some_and(|end| msg.offset() >= *end)
+        }) {
+            return Ok(()); // past a bounded run's end (a replay's range)
+        }
         task.alert_index = 0;
         let encoding = kafka::header(msg.headers(), "content-type")
             .and_then(Encoding::from_content_type)
