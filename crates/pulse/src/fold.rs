@@ -323,7 +323,12 @@ pub async fn run(
                 if fold.reached_stop() { break Ok(()) }
             }
             msg = consumer.recv() => {
-                let msg = match msg { Ok(m) => m, Err(e) => break Err(e.into()) };
+                let msg = match msg {
+                    Ok(m) => m,
+                    // librdkafka reconnects by itself (a broker restart); nothing was lost.
+                    Err(e) if kafka::transient(&e) => { tracing::warn!(error = %e, "fold consumer: broker unreachable, waiting"); continue }
+                    Err(e) => break Err(e.into()),
+                };
                 { let events: Vec<Rebalance> = rx.try_iter().collect(); fold.apply_rebalances(events, &consumer).await?; }
                 if let Err(e) = fold.handle(&msg) { break Err(e) }
                 let p = msg.partition();

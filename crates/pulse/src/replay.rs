@@ -383,11 +383,20 @@ fn resolve(
                     "{flag}: {topic} has no partition {p} (it has {n})"
                 )));
             };
-            if *o < r.low || *o > high[p] {
+            if *o < r.low {
                 return Err(usage(format!(
-                    "{flag}: offset {o} of partition {p} is outside the log [{}, {}]",
-                    r.low, high[p]
+                    "{flag}: offset {o} of partition {p} is before the log's start ({})",
+                    r.low
                 )));
+            }
+            if *o > high[p] {
+                // Not refused: a broker's high watermark can be too low (measured on tansu
+                // after a restart on S3 storage); fold waits for the records up to `o`.
+                eprintln!(
+                    "replay: warning: {flag}: offset {o} of partition {p} is past the high \
+                     watermark the broker reports ({}); waiting for those records",
+                    high[p]
+                );
             }
             if start {
                 r.start = *o;
