@@ -32,17 +32,77 @@ pub fn init_logs() {
 pub enum Broker {
     /// librdkafka's in-process mock cluster: fast, no install.
     Mock(MockCluster<'static, DefaultProducerContext>),
-    /// The tansu broker binary (installed by scripts/install-tansu.sh), in-memory storage.
-    Tansu { child: Child, addr: String },
+    /// The tansu broker binary (installed by scripts/install-tansu.sh) as a separate process,
+    /// on in-memory storage or on S3 (moto) that survives a restart.
+    Tansu(Tansu),
 }
 
-impl Broker {
-    pub fn mock() -> Broker {
-        Broker::Mock(MockCluster::new(1).expect("mock cluster"))
+/// A tansu process and how to start it again on the same port and storage.
+pub struct Tansu {
+    child: Option<Child>,
+    addr: String,
+    storage: String,
+    env: Vec<(String, String)>,
+    /// The S3 stand-in the storage lives in (stopped after tansu, when the broker is dropped).
+    s3: Option<S3>,
+}
+
+/// How to stop a broker process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM: tansu shuts down in ~2 s.
+    Term,
+    /// SIGKILL: no chance to flush anything.
+    Kill,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn wait_listening(addr: &str, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            bail!("{what} did not listen on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Sends `signal` to `child` and waits for it to exit.
+fn stop_child(child: &mut Child, signal: Signal) -> anyhow::Result<()> {
+    match signal {
+        Signal::Kill => child.kill()?,
+        Signal::Term => {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()?;
+            anyhow::ensure!(status.success(), "kill -TERM {}", child.id());
+        }
+    }
+    child.wait()?;
+    Ok(())
+}
+
+impl Tansu {
+    fn start(storage: &str, env: Vec<(String, String)>, s3: Option<S3>) -> anyhow::Result<Tansu> {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let mut t = Tansu {
+            child: None,
+            addr,
+            storage: storage.to_string(),
+            env,
+            s3,
+        };
+        t.spawn()?;
+        Ok(t)
     }
 
-    /// Starts tansu on a free loopback port. Fails (never skips) when it is not installed.
-    pub fn tansu() -> anyhow::Result<Broker> {
+    fn spawn(&mut self) -> anyhow::Result<()> {
         let bin = tansu_bin();
         if !bin.exists() {
             bail!(
@@ -50,10 +110,7 @@ impl Broker {
                 bin.display()
             );
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let url = format!("tcp://127.0.0.1:{port}");
+        let url = format!("tcp://{}", self.addr);
         let child = Command::new(&bin)
             .args([
                 "broker",
@@ -62,33 +119,152 @@ impl Broker {
                 "--advertised-listener-url",
                 &url,
             ])
-            .args(["--storage-engine", "memory://tansu/", "--silent"])
+            .args(["--storage-engine", &self.storage, "--silent"])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("start {}", bin.display()))?;
+        self.child = Some(child);
+        wait_listening(&self.addr, "tansu")
+    }
+
+    /// Stops the process with `signal` (clients see the broker go away).
+    pub fn stop(&mut self, signal: Signal) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child, signal)?;
+        }
+        Ok(())
+    }
+
+    /// Starts it again on the same address and storage.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "tansu is running");
+        self.spawn()
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        drop(self.s3.take());
+    }
+}
+
+/// moto's S3 stand-in (`moto_server`, installed by scripts/install-moto.sh) on a free
+/// loopback port, with the bucket `tansu` created.
+pub struct S3 {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl S3 {
+    pub fn start() -> anyhow::Result<S3> {
+        let bin = moto_bin();
+        if !bin.exists() {
+            bail!(
+                "moto_server not installed at {}: run scripts/install-moto.sh (scripts/test.sh does)",
+                bin.display()
+            );
+        }
+        let port = free_port()?;
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("start {}", bin.display()))?;
         let addr = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(&addr).is_err() {
-            if Instant::now() > deadline {
-                bail!("tansu did not listen on {addr}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let s3 = S3 {
+            child,
+            endpoint: format!("http://{addr}"),
+        };
+        wait_listening(&addr, "moto_server")?;
+        let status = http_put(&addr, "/tansu")?;
+        anyhow::ensure!(status == 200, "create bucket tansu: HTTP {status}");
+        Ok(s3)
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An empty PUT over a real TCP connection; returns the status.
+fn http_put(addr: &str, path: &str) -> anyhow::Result<u16> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    raw.split_whitespace()
+        .nth(1)
+        .context("no status")?
+        .parse()
+        .context("status")
+}
+
+impl Broker {
+    pub fn mock() -> Broker {
+        Broker::Mock(MockCluster::new(1).expect("mock cluster"))
+    }
+
+    /// Starts tansu on a free loopback port, in-memory storage. Fails (never skips) when it is
+    /// not installed.
+    pub fn tansu() -> anyhow::Result<Broker> {
+        Ok(Broker::Tansu(Tansu::start(
+            "memory://tansu/",
+            Vec::new(),
+            None,
+        )?))
+    }
+
+    /// Starts moto's S3 stand-in and tansu on `s3://tansu/` in it: data that survives a broker
+    /// restart. Fails (never skips) when either is not installed.
+    pub fn tansu_s3() -> anyhow::Result<Broker> {
+        let s3 = S3::start()?;
+        let env = [
+            ("AWS_ENDPOINT", s3.endpoint.as_str()),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Ok(Broker::Tansu(Tansu::start("s3://tansu/", env, Some(s3))?))
+    }
+
+    /// The tansu process, to stop and start it again.
+    pub fn tansu_process(&mut self) -> Option<&mut Tansu> {
+        match self {
+            Broker::Tansu(t) => Some(t),
+            Broker::Mock(_) => None,
         }
-        Ok(Broker::Tansu { child, addr })
     }
 
     pub fn bootstrap(&self) -> String {
         match self {
             Broker::Mock(m) => m.bootstrap_servers(),
-            Broker::Tansu { addr, .. } => addr.clone(),
+            Broker::Tansu(t) => t.addr.clone(),
         }
     }
 
     pub fn name(&self) -> &'static str {
         match self {
             Broker::Mock(_) => "mock",
-            Broker::Tansu { .. } => "tansu",
+            Broker::Tansu(t) if t.s3.is_some() => "tansu-s3",
+            Broker::Tansu(_) => "tansu",
         }
     }
 
@@ -102,7 +278,7 @@ impl Broker {
         for t in topics {
             match self {
                 Broker::Mock(m) => m.create_topic(t, partitions, 1)?,
-                Broker::Tansu { .. } => pulse::kafka::create_topic(config, t, partitions).await?,
+                Broker::Tansu(_) => pulse::kafka::create_topic(config, t, partitions).await?,
             }
         }
         Ok(())
@@ -127,20 +303,18 @@ impl Broker {
     }
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Broker::Tansu { child, .. } = self {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("repo root")
         .to_path_buf()
+}
+
+pub fn moto_bin() -> PathBuf {
+    std::env::var_os("PULSE_MOTO_SERVER").map_or_else(
+        || repo_root().join(".tools/venv-moto/bin/moto_server"),
+        PathBuf::from,
+    )
 }
 
 pub fn tansu_bin() -> PathBuf {

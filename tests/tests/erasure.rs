@@ -340,6 +340,7 @@ async fn erasure_leaves_no_trace_mock() -> anyhow::Result<()> {
         state_dir: replay_dir.clone(),
         alerts: format!("file:{}", alerts_file.display()),
         verify: true,
+        ..ReplayArgs::default()
     })
     .await?;
     check_stores(&replay_dir)?;

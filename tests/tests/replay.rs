@@ -59,6 +59,7 @@ async fn replay_reproduces_live_state_and_alerts() -> anyhow::Result<()> {
         state_dir: replay_dir.clone(),
         alerts: format!("file:{}", alerts_file.display()),
         verify: true,
+        ..ReplayArgs::default()
     })
     .await?;
     let (live_state, live_cp) = read_state(&live_dir)?;
@@ -85,6 +86,7 @@ async fn replay_reproduces_live_state_and_alerts() -> anyhow::Result<()> {
         state_dir: other.join("state"),
         alerts: "none".into(),
         verify: true,
+        ..ReplayArgs::default()
     })
     .await;
     assert!(
@@ -97,6 +99,7 @@ async fn replay_reproduces_live_state_and_alerts() -> anyhow::Result<()> {
         state_dir: replay_dir,
         alerts: "none".into(),
         verify: false,
+        ..ReplayArgs::default()
     })
     .await;
     assert!(reused.is_err());

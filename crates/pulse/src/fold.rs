@@ -370,7 +370,12 @@ pub async fn run(
                 if fold.reached_stop() { break Ok(()) }
             }
             msg = consumer.recv() => {
-                let msg = match msg { Ok(m) => m, Err(e) => break Err(e.into()) };
+                let msg = match msg {
+                    Ok(m) => m,
+                    // librdkafka reconnects by itself (a broker restart); nothing was lost.
+                    Err(e) if kafka::transient(&e) => { tracing::warn!(error = %e, "fold consumer: broker unreachable, waiting"); continue }
+                    Err(e) => break Err(e.into()),
+                };
                 { let events: Vec<Rebalance> = rx.try_iter().collect(); fold.apply_rebalances(events, &consumer).await?; }
                 if let Err(e) = fold.handle(&msg) { break Err(e) }
                 let p = msg.partition();
@@ -511,6 +516,12 @@ impl Fold {
         };
         if msg.offset() < task.next_offset {
             return Ok(()); // already folded (the group offset lags sled's checkpoint)
+        }
+        if (self.options.stop_at.as_ref()).is_some_and(|ends| {
+            ends.get(&msg.partition())
+                .is_some_and(|end| msg.offset() >= *end)
+        }) {
+            return Ok(()); // past a bounded run's end (a replay's range)
         }
         task.alert_index = 0;
         task.metrics.consumed();

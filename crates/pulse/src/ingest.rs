@@ -89,7 +89,15 @@ pub async fn run(
             let msg = tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = tokio::time::sleep(wait) => break,
-                m = consumer.recv() => m?,
+                m = consumer.recv() => match m {
+                    Ok(m) => m,
+                    // librdkafka reconnects by itself (a broker restart); nothing was lost.
+                    Err(e) if kafka::transient(&e) => {
+                        tracing::warn!(error = %e, "ingest consumer: broker unreachable, waiting");
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                },
             };
             ingest.handle(&msg, &mut outstanding).await?;
             offsets.insert((msg.topic().to_string(), msg.partition()), msg.offset() + 1);

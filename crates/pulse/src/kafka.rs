@@ -76,6 +76,16 @@ fn consumer_defaults(config: &Config, pipeline: &str) -> ClientConfig {
     )
 }
 
+/// Consumer errors librdkafka recovers from by itself (it reconnects and fetches again from
+/// where it was): a broker restart shows up as these, and must not stop a pipeline.
+pub fn transient(e: &KafkaError) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    matches!(
+        e,
+        KafkaError::MessageConsumption(C::AllBrokersDown | C::BrokerTransportFailure)
+    )
+}
+
 /// A consumer context that exports consumer lag from librdkafka's statistics.
 pub struct LagContext {
     pub group: String,

@@ -55,7 +55,8 @@ enum Command {
     Demo(pulse::demo::DemoArgs),
     /// Write simulated customer events to a Kafka cluster or an NDJSON file.
     Simulate(pulse::demo::SimulateArgs),
-    /// Rebuild state from the canonical log into a fresh directory (and try new rules on history).
+    /// Rebuild state from the canonical log, or a range of it, into a fresh directory (and try
+    /// new rules on history).
     Replay(pulse::replay::ReplayArgs),
     /// Measure fold throughput against a plain consumer reading the same topic.
     Bench(pulse::bench::BenchArgs),
@@ -95,7 +96,14 @@ fn main() -> ExitCode {
                 .await
                 .map_err(runtime_error),
             Command::Simulate(args) => pulse::demo::simulate(args).await.map_err(runtime_error),
-            Command::Replay(args) => pulse::replay::replay(args).await.map_err(runtime_error),
+            Command::Replay(args) => match pulse::replay::replay(args).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.is::<pulse::replay::UsageError>() => {
+                    eprintln!("error: {e}");
+                    Err(ExitCode::from(2))
+                }
+                Err(e) => Err(runtime_error(e)),
+            },
             Command::Bench(args) => pulse::bench::bench(args).await.map_err(runtime_error),
         }
     });

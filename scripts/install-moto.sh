@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs moto's S3 stand-in (`moto_server`, pinned `moto[server]` from PyPI) into its own
+# virtualenv under .tools/venv-moto/, for the test that runs tansu on persistent S3 storage
+# (tests/tests/broker_restart.rs). Idempotent: does nothing when it is already installed.
+# Prints the path of moto_server. See ../shared/GUIDE.md §5.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+venv="$root/.tools/venv-moto"
+bin="$venv/bin/moto_server"
+version="5.2.1"
+if [ -x "$bin" ] && "$venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$version')" 2>/dev/null; then
+  echo "$bin"; exit 0
+fi
+python3 -m venv "$venv" >&2
+"$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$version" >&2
+echo "$bin"
