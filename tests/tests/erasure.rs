@@ -305,6 +305,20 @@ async fn erasure_leaves_no_trace_mock() -> anyhow::Result<()> {
             "raw id in the compacted changelog at key {key}"
         );
     }
+    // The dedupe window's live records: none of the erased customer's (tombstoned by the
+    // erasure's commit), others' kept (control).
+    let live_dedupe: Vec<pulse_codec::Changelog> = view
+        .iter()
+        .filter(|((_, k), r)| k.starts_with(pulse_codec::DEDUPE_KEY_PREFIX) && !r.value.is_empty())
+        .map(|(_, r)| pulse_codec::decode_changelog(&r.value, Encoding::Json))
+        .collect::<Result<_, _>>()?;
+    assert!(!live_dedupe.is_empty(), "others' dedupe entries (control)");
+    for d in &live_dedupe {
+        assert!(
+            matches!(d, pulse_codec::Changelog::Dedupe { customer_key: c, .. } if *c != customer_key(SECRET)),
+            "a live dedupe record of the erased customer: {d:?}"
+        );
+    }
     let secret_key = customer_key_hex(SECRET);
     assert!(
         view.iter()

@@ -4,7 +4,8 @@
 //! one consumer group over one canonical log: the final state and the set of alerts equal a
 //! single uninterrupted run's, and every re-sent alert is byte-identical. (b) The changelog
 //! holds, per customer key, the state in the store (a tombstone and an erasure marker after
-//! erasure) and, per partition, the store's checkpoint. (c) A changelog with another partition count is refused at start.
+//! erasure), per event key the live dedupe entries of the store (exactly those: evicted and
+//! erased entries are tombstoned) and, per partition, the store's checkpoint. (c) A changelog with another partition count is refused at start.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,7 +13,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use pulse::simulate::SimConfig;
-use pulse_codec::{decode_changelog, Changelog, Encoding, CHECKPOINT_KEY};
+use pulse_codec::{
+    decode_changelog, parse_dedupe_changelog_key, Changelog, Encoding, CHECKPOINT_KEY,
+};
 use pulse_e2e::{
     alerts_by_id, assert_same_alerts, build_canonical_log, caught_up, config, consume_all, produce,
     producer, read_state, sum_partitions, wait_for, Broker, Rec,
@@ -237,7 +240,23 @@ async fn changelog_holds_the_latest_state_mock() -> anyhow::Result<()> {
     let mut snapshots = 0;
     let mut tombstones = 0;
     let mut markers = 0;
+    let mut window_log = std::collections::BTreeSet::new();
     for ((partition, key), rec) in &log {
+        if let Some(k) = parse_dedupe_changelog_key(key) {
+            if !rec.value.is_empty() {
+                let Changelog::Dedupe {
+                    event_key,
+                    seen_at_ms,
+                    customer_key,
+                } = decode_changelog(&rec.value, Encoding::Json)?
+                else {
+                    panic!("dedupe key with another record");
+                };
+                assert_eq!(event_key, k);
+                window_log.insert((*partition, event_key, seen_at_ms, customer_key));
+            }
+            continue;
+        }
         if key == CHECKPOINT_KEY {
             let Changelog::Checkpoint {
                 partition: p,
@@ -292,7 +311,7 @@ async fn changelog_holds_the_latest_state_mock() -> anyhow::Result<()> {
         );
         assert_eq!(
             rec.headers.get("schema").map(String::as_str),
-            Some("pulse.v1.ChangelogRecord/2")
+            Some("pulse.v1.ChangelogRecord/3")
         );
         let mut stored = u16::try_from(schema_version)?.to_be_bytes().to_vec();
         stored.extend_from_slice(&bytes);
@@ -309,6 +328,18 @@ async fn changelog_holds_the_latest_state_mock() -> anyhow::Result<()> {
         "a snapshot per customer in the store"
     );
     assert_eq!(tombstones, 1, "the erased customer's tombstone");
+    let mut window_store = std::collections::BTreeSet::new();
+    for p in 0..PARTITIONS {
+        let store = pulse_store::PartitionStore::open(&pulse::fold::partition_dir(&dir, p), false)?;
+        for (k, at, c) in store.dedupe_entries()? {
+            window_store.insert((p, k, at, c));
+        }
+    }
+    assert!(!window_store.is_empty());
+    assert_eq!(
+        window_log, window_store,
+        "the live dedupe records are exactly the stores' dedupe windows"
+    );
     assert_eq!(markers, 1, "the erased customer's erasure marker");
     assert_eq!(
         log.keys().filter(|(_, k)| k == CHECKPOINT_KEY).count(),

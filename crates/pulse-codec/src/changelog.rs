@@ -4,7 +4,12 @@
 //!
 //! Keys never hold a raw customer id: after compaction a tombstone's key outlives the erasure
 //! (for `delete.retention.ms`), so customers are keyed by their customer key (the snapshot's
-//! value carries the id while the customer exists). Version 1 was keyed by the raw id.
+//! value carries the id while the customer exists). Version 1 was keyed by the raw id; version
+//! 2 had no dedupe entries (a restore started with an empty event-id dedupe window).
+//!
+//! The dedupe window is one record per entry (key `d.<event key>`), tombstoned when the entry
+//! leaves the window or its customer is erased, so the live records of the compacted topic
+//! are exactly the live window, and hold no raw id (event and customer are named by hashes).
 
 use prost::Message;
 
@@ -15,7 +20,7 @@ use crate::{wire, CodecError, Encoding};
 pub const CHECKPOINT_KEY: &str = "__checkpoint";
 
 /// Version of the changelog's keys and records, in every record's `schema` header.
-pub const CHANGELOG_SCHEMA_VERSION: u32 = 2;
+pub const CHANGELOG_SCHEMA_VERSION: u32 = 3;
 /// Name of the header carrying [`changelog_schema`].
 pub const SCHEMA_HEADER: &str = "schema";
 
@@ -43,6 +48,19 @@ pub fn erasure_changelog_key(customer_key: u128) -> String {
     format!("erased.{customer_key:032x}")
 }
 
+/// Prefix of the changelog key of a dedupe entry (and its tombstone).
+pub const DEDUPE_KEY_PREFIX: &str = "d.";
+
+/// The changelog key of a dedupe entry (and its tombstone).
+pub fn dedupe_changelog_key(event_key: u128) -> String {
+    format!("{DEDUPE_KEY_PREFIX}{event_key:032x}")
+}
+
+/// The event key a dedupe entry's changelog key names (`None`: not a dedupe key).
+pub fn parse_dedupe_changelog_key(key: &str) -> Option<u128> {
+    parse_customer_key(key.strip_prefix(DEDUPE_KEY_PREFIX)?)
+}
+
 /// One changelog record, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Changelog {
@@ -60,6 +78,13 @@ pub enum Changelog {
     Erased {
         customer_key: u128,
         erased_at_ms: i64,
+    },
+    /// An event id in the partition's dedupe window (by its event key), folded at
+    /// `seen_at_ms` for the customer with that key.
+    Dedupe {
+        event_key: u128,
+        seen_at_ms: i64,
+        customer_key: u128,
     },
 }
 
@@ -90,6 +115,15 @@ pub fn encode_changelog(record: &Changelog, encoding: Encoding) -> Vec<u8> {
         } => Record::Erased(wire::ErasureMarker {
             customer_key: format!("{customer_key:032x}"),
             erased_at_ms,
+        }),
+        Changelog::Dedupe {
+            event_key,
+            seen_at_ms,
+            customer_key,
+        } => Record::Dedupe(wire::DedupeEntry {
+            event_key: format!("{event_key:032x}"),
+            seen_at_ms,
+            customer_key: format!("{customer_key:032x}"),
         }),
     });
     let w = wire::ChangelogRecord { record };
@@ -122,6 +156,17 @@ pub fn decode_changelog(bytes: &[u8], encoding: Encoding) -> Result<Changelog, C
             })?,
             erased_at_ms: e.erased_at_ms,
         }),
+        Some(Record::Dedupe(d)) => {
+            let key = |hex: &str| {
+                parse_customer_key(hex)
+                    .ok_or_else(|| CodecError::Invalid(format!("dedupe entry key {hex:?}")))
+            };
+            Ok(Changelog::Dedupe {
+                event_key: key(&d.event_key)?,
+                seen_at_ms: d.seen_at_ms,
+                customer_key: key(&d.customer_key)?,
+            })
+        }
         None => Err(CodecError::Invalid(
             "changelog record without a variant".into(),
         )),
@@ -183,6 +228,13 @@ mod tests {
                     erased_at_ms,
                 }
             }),
+            (any::<u128>(), any::<i64>(), any::<u128>()).prop_map(
+                |(event_key, seen_at_ms, customer_key)| Changelog::Dedupe {
+                    event_key,
+                    seen_at_ms,
+                    customer_key,
+                }
+            ),
         ]
     }
 
@@ -212,6 +264,13 @@ mod tests {
         );
         assert_eq!(parse_customer_key("abc"), None);
         assert!(erasure_changelog_key(1).starts_with("erased."));
+        assert_eq!(dedupe_changelog_key(255), format!("d.{:032x}", 255));
+        assert_eq!(
+            parse_dedupe_changelog_key(&dedupe_changelog_key(u128::MAX - 3)),
+            Some(u128::MAX - 3)
+        );
+        assert_eq!(parse_dedupe_changelog_key(&customer_changelog_key(9)), None);
+        assert_eq!(parse_dedupe_changelog_key("d.xyz"), None);
     }
 
     #[test]

@@ -23,8 +23,8 @@ pub use alert::{alert_headers, alert_to_wire, decode_alert, encode_alert};
 pub use canonical::{decode_canonical, encode_canonical, Canonical, Source, TickSource};
 pub use changelog::{
     changelog_schema, changelog_schema_version, customer_changelog_key, decode_changelog,
-    encode_changelog, erasure_changelog_key, Changelog, CHANGELOG_SCHEMA_VERSION, CHECKPOINT_KEY,
-    SCHEMA_HEADER,
+    dedupe_changelog_key, encode_changelog, erasure_changelog_key, parse_dedupe_changelog_key,
+    Changelog, CHANGELOG_SCHEMA_VERSION, CHECKPOINT_KEY, DEDUPE_KEY_PREFIX, SCHEMA_HEADER,
 };
 pub use erasure::{decode_erasure, encode_erasure, erasure_confirmation, erasure_headers};
 pub use input::{decode_input, Family, Rejection};

@@ -10,8 +10,9 @@
 //! the offset its sled checkpoint names.
 //!
 //! Every commit also writes, through the same outbox, a snapshot of each touched customer (a
-//! tombstone for an erased one) and the partition's checkpoint to the compacted changelog, on
-//! the partition of the same number. A partition assigned with no local checkpoint (a fresh
+//! tombstone for an erased one), each dedupe entry it added (a tombstone for each it removed)
+//! and the partition's checkpoint to the compacted changelog, on the partition of the same
+//! number. A partition assigned with no local checkpoint (a fresh
 //! state dir: a new instance after scale-out) is first restored from its changelog partition,
 //! in the fold loop, before any of its records is folded.
 //!
@@ -27,9 +28,10 @@ use std::time::{Duration, Instant};
 
 use pulse_codec::{
     alert_headers, alert_to_wire, changelog_schema, changelog_schema_version,
-    customer_changelog_key, decode_canonical, decode_changelog, encode_alert, encode_changelog,
-    encode_erasure, erasure_changelog_key, erasure_confirmation, erasure_headers, Canonical,
-    Changelog, Encoding, CHANGELOG_SCHEMA_VERSION, CHECKPOINT_KEY, SCHEMA_HEADER,
+    customer_changelog_key, decode_canonical, decode_changelog, dedupe_changelog_key, encode_alert,
+    encode_changelog, encode_erasure, erasure_changelog_key, erasure_confirmation, erasure_headers,
+    parse_dedupe_changelog_key, Canonical, Changelog, Encoding, CHANGELOG_SCHEMA_VERSION,
+    CHECKPOINT_KEY, SCHEMA_HEADER,
 };
 use pulse_core::hash::{customer_key, event_key};
 use pulse_core::{
@@ -955,7 +957,8 @@ impl PartitionTask {
     /// Forgets the customer: state, timer, dedupe entries and the outbox records about them not
     /// yet acknowledged (the batch's and, withdrawn in this commit, earlier commits'), then
     /// suppresses the customer's key for good and confirms on the erasures topic. The commit
-    /// writes a changelog tombstone and an erasure marker; the database is rewritten after it.
+    /// writes changelog tombstones (the snapshot's and one per dedupe entry of the customer)
+    /// and an erasure marker; the database is rewritten after it.
     ///
     /// Withdrawing alerts that had not left is the one place where the alerts emitted depend
     /// on commit timing (an alert committed and sent before the erasure has left for good).
@@ -1078,8 +1081,10 @@ impl PartitionTask {
     }
 
     /// The commit since the last one; with `changelog` (topic, encoding), its outbox also
-    /// holds a snapshot per touched customer, a tombstone per erased one and, last, the
-    /// checkpoint, all to the changelog partition of this partition's number.
+    /// holds a snapshot per touched customer, a tombstone per erased one, the final change of
+    /// each dedupe entry the commit changed (the entry, or a tombstone once it left the window
+    /// or its customer was erased) and, last, the checkpoint, all to the changelog partition
+    /// of this partition's number.
     fn take_commit(&mut self, changelog: Option<(&str, Encoding)>) -> Commit {
         let mut customers: Vec<(String, Option<CustomerState>)> = self
             .dirty
@@ -1135,6 +1140,33 @@ impl PartitionTask {
                 });
                 records.push(record(&customer_changelog_key(customer_key(id)), value));
             }
+            // The dedupe window: per entry changed, its state at the end of the commit, in key
+            // order; nothing for an entry added and removed within the commit (an entry is
+            // only added when absent, so a first change that adds means it was not in the
+            // changelog). Keyed and valued by hashes only: no raw id.
+            let mut dedupe: BTreeMap<u128, (bool, Option<(Millis, u128)>)> = BTreeMap::new();
+            for (k, change) in &self.dedupe_changes {
+                dedupe
+                    .entry(*k)
+                    .and_modify(|(_, last)| *last = *change)
+                    .or_insert((change.is_some(), *change));
+            }
+            for (k, (added, entry)) in dedupe {
+                if added && entry.is_none() {
+                    continue;
+                }
+                let value = entry.map(|(at, customer)| {
+                    encode_changelog(
+                        &Changelog::Dedupe {
+                            event_key: k,
+                            seen_at_ms: at,
+                            customer_key: customer,
+                        },
+                        encoding,
+                    )
+                });
+                records.push(record(&dedupe_changelog_key(k), value));
+            }
             records.push(record(
                 CHECKPOINT_KEY,
                 Some(encode_changelog(
@@ -1165,8 +1197,9 @@ impl PartitionTask {
 }
 
 /// Restores a partition's store (which has no checkpoint) from its changelog partition: the
-/// latest snapshot of each customer (a tombstone deletes) and the latest checkpoint, written
-/// in one commit. Returns the offset fold resumes at, or `None` when the changelog holds no
+/// latest snapshot of each customer (a tombstone deletes), the erasure markers, the latest
+/// state of each dedupe entry (a tombstone deletes: the window is rebuilt exactly as the
+/// previous owner had it at the checkpoint) and the latest checkpoint, written in one commit. Returns the offset fold resumes at, or `None` when the changelog holds no
 /// checkpoint for the partition (fold starts from the beginning).
 ///
 /// The end of the partition is its high watermark or librdkafka's partition-EOF event,
@@ -1196,6 +1229,9 @@ fn restore(
     let mut pending: Vec<(String, Snapshot)> = Vec::new();
     let mut suppressed: HashMap<u128, Millis> = HashMap::new();
     let mut pending_suppressed: Vec<(u128, Millis)> = Vec::new();
+    // By event key: (seen at, customer key), or `None` for a tombstone.
+    let mut dedupe: BTreeMap<u128, Option<(Millis, u128)>> = BTreeMap::new();
+    let mut pending_dedupe: Vec<(u128, Option<(Millis, u128)>)> = Vec::new();
     let mut checkpoint: Option<Checkpoint> = None;
     let mut records = 0u64;
     if high > low {
@@ -1222,13 +1258,16 @@ fn restore(
             let version = changelog_schema_version(kafka::header(m.headers(), SCHEMA_HEADER));
             if version != Some(CHANGELOG_SCHEMA_VERSION) {
                 return Err(PipelineError::Restore(format!(
-                    "partition {partition}: changelog offset {} has schema version {}; this binary reads version {CHANGELOG_SCHEMA_VERSION} (version 1 was keyed by raw customer ids): recreate the changelog topic and let fold rewrite it, or restore by replay",
+                    "partition {partition}: changelog offset {} has schema version {}; this binary reads version {CHANGELOG_SCHEMA_VERSION} (version 1 was keyed by raw customer ids, version 2 had no dedupe entries): recreate the changelog topic and let fold rewrite it, or restore by replay",
                     m.offset(),
                     version.map_or("1 (no schema header)".to_string(), |v| v.to_string()),
                 )));
             }
             match m.payload() {
-                None => pending.push((key, None)),
+                None => match parse_dedupe_changelog_key(&key) {
+                    Some(event_key) => pending_dedupe.push((event_key, None)),
+                    None => pending.push((key, None)),
+                },
                 Some(bytes) => {
                     let encoding = kafka::header(m.headers(), "content-type")
                         .and_then(Encoding::from_content_type)
@@ -1256,6 +1295,18 @@ fn restore(
                             customer_key,
                             erased_at_ms,
                         } => pending_suppressed.push((customer_key, erased_at_ms)),
+                        Changelog::Dedupe {
+                            event_key,
+                            seen_at_ms,
+                            customer_key,
+                        } => {
+                            if parse_dedupe_changelog_key(&key) != Some(event_key) {
+                                return Err(corrupt(&format!(
+                                    "dedupe entry {event_key:032x} under key {key:?}"
+                                )));
+                            }
+                            pending_dedupe.push((event_key, Some((seen_at_ms, customer_key))));
+                        }
                         Changelog::Checkpoint {
                             next_offset,
                             clock_ms,
@@ -1263,6 +1314,7 @@ fn restore(
                         } => {
                             customers.extend(pending.drain(..));
                             suppressed.extend(pending_suppressed.drain(..));
+                            dedupe.extend(pending_dedupe.drain(..));
                             checkpoint = Some(Checkpoint {
                                 next_offset,
                                 clock: clock_ms,
@@ -1292,6 +1344,17 @@ fn restore(
     }
     // Erasures stay in force on the new owner (and its restored store is rewritten once).
     commit.suppressed = suppressed.into_iter().collect();
+    // The dedupe window as of the checkpoint: `PartitionTask::load` rebuilds fold's map and
+    // eviction order from these sled entries.
+    commit.dedupe = dedupe
+        .into_iter()
+        .filter_map(|(k, entry)| Some((k, Some(entry?))))
+        .collect();
+    tracing::info!(
+        partition,
+        dedupe_entries = commit.dedupe.len(),
+        "dedupe window restored from the changelog"
+    );
     let n = commit.customers.len();
     store.commit(&commit)?;
     telemetry::restore_finished(
