@@ -236,12 +236,14 @@ struct Service {
     child: Child,
     addr: String,
     log: PathBuf,
+    spawned: Instant,
 }
 
 impl Service {
     /// Starts `pulse run` on `state_dir`, JSON logs to `log`; returns once it printed its
     /// HTTP address.
     fn start(bootstrap: &str, config: &Path, state_dir: &Path, log: PathBuf) -> Service {
+        let spawned = Instant::now();
         let mut child = pulse()
             .args(["run", "--http-addr", "127.0.0.1:0", "--log-format", "json"])
             .arg("--config")
@@ -271,11 +273,17 @@ impl Service {
             .strip_prefix("http: http://")
             .unwrap_or_else(|| panic!("first line: {first}"))
             .to_string();
-        Service { child, addr, log }
+        Service {
+            child,
+            addr,
+            log,
+            spawned,
+        }
     }
 
-    /// Waits until fold holds partitions (so a kill lands in folding, not in a group join).
-    fn wait_assigned(&mut self) {
+    /// Waits until fold holds partitions and /readyz is green (so a kill lands in folding, not
+    /// in a group join); returns the time since the process was spawned (time to ready).
+    fn wait_assigned(&mut self) -> Duration {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some((200, body)) = http_get(&self.addr, "/metrics") {
@@ -284,8 +292,8 @@ impl Service {
                     .find_map(|l| l.strip_prefix("pulse_fold_partitions_assigned "))
                     .and_then(|v| v.trim().parse::<f64>().ok())
                     .unwrap_or(0.0);
-                if assigned > 0.0 {
-                    return;
+                if assigned > 0.0 && matches!(http_get(&self.addr, "/readyz"), Some((200, _))) {
+                    return self.spawned.elapsed();
                 }
             }
             assert!(
@@ -587,10 +595,14 @@ fn sigkill_crash_loop_loses_nothing_and_duplicates_are_identical() {
 
     let mut resent = 0;
     let mut kill_times = Vec::new();
+    // Time from spawning the process to ready (partitions held, /readyz green), per run: the
+    // first from an empty state dir, the others after a SIGKILL.
+    let mut ready_after = Vec::new();
     for i in 0..kills {
         let log = tmp.path().join(format!("run-{i}.log"));
         let mut svc = Service::start(&bootstrap, &cfg_file, &state_dir, log.clone());
-        svc.wait_assigned();
+        let ready = svc.wait_assigned();
+        ready_after.push(ready.as_millis());
         let delay = millis(&mut rng, 200, 3_000);
         std::thread::sleep(delay);
         svc.sigkill();
@@ -625,7 +637,9 @@ fn sigkill_crash_loop_loses_nothing_and_duplicates_are_identical() {
     assert_eq!(svc.sigterm(), Some(0), "SIGTERM exits 0");
     resent += resent_outbox(&log);
     eprintln!(
-        "crash loop: seed {seed}, kill delays (ms after assignment) {kill_times:?}, caught up at {:.1}s",
+        "crash loop: seed {seed}, kill delays (ms after assignment) {kill_times:?}, ready after \
+         start (ms; the first from an empty state dir, then after each kill) {ready_after:?}, \
+         caught up at {:.1}s",
         started.elapsed().as_secs_f64()
     );
 
