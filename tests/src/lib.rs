@@ -337,6 +337,41 @@ pub fn config(broker: &Broker, state_dir: &Path, group: &str, extra: &str) -> Co
     Config::with_layers(&[&base, extra]).expect("test config")
 }
 
+/// A fold-only instance's config (ingest off) whose alert topics and changelog belong to
+/// `run` (`<run>.churn`, `<run>.segments`, `<run>.lifecycle`, `<run>.changelog`), so runs over
+/// one canonical log never see each other's output; `fold` holds extra `[fold]` lines.
+pub fn fold_run_config(broker: &Broker, dir: &Path, run: &str, fold: &str) -> Config {
+    config(
+        broker,
+        dir,
+        run,
+        &format!(
+            "[ingest]\nenabled = false\n[fold]\n{fold}\n\
+             [topics]\nchurn_warnings = \"{run}.churn\"\nsegment_changes = \"{run}.segments\"\n\
+             lifecycle_changes = \"{run}.lifecycle\"\nchangelog = \"{run}.changelog\"\n"
+        ),
+    )
+}
+
+/// Creates a run's topics (see [`fold_run_config`]): the changelog with the canonical log's
+/// `partitions` (each run its own: a fresh state dir restores from it, and one run must not
+/// start from another's state), the alert topics with 2.
+pub async fn create_run_topics(
+    broker: &Broker,
+    cfg: &Config,
+    partitions: i32,
+) -> anyhow::Result<()> {
+    let t = &cfg.topics;
+    broker
+        .create_topics(
+            cfg,
+            &[&t.churn_warnings, &t.segment_changes, &t.lifecycle_changes],
+            2,
+        )
+        .await?;
+    broker.create_topics(cfg, &[&t.changelog], partitions).await
+}
+
 /// One produced or consumed record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rec {

@@ -22,8 +22,8 @@ use pulse::simulate::SimConfig;
 use pulse::txn::TxnHooks;
 use pulse::PipelineError;
 use pulse_e2e::{
-    alerts_by_id, assert_same_alerts, build_canonical_log, caught_up, config, read_state, wait_for,
-    Broker,
+    alerts_by_id, assert_same_alerts, build_canonical_log, caught_up, config, create_run_topics,
+    fold_run_config, read_state, wait_for, Broker,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -46,7 +46,7 @@ async fn canonical_log(
     build_canonical_log(broker, &cfg, sim, PARTITIONS).await
 }
 
-/// Fold-only config writing to topics prefixed by `run`, in exactly-once mode when `eos`.
+/// Fold-only config writing to topics of `run` (created), in exactly-once mode when `eos`.
 async fn fold_config(
     broker: &Broker,
     dir: &Path,
@@ -58,26 +58,13 @@ async fn fold_config(
     } else {
         String::new()
     };
-    let cfg = config(
+    let cfg = fold_run_config(
         broker,
         dir,
         run,
-        &format!(
-            "[ingest]\nenabled = false\n[fold]\ncommit_max_events = 500\n{guarantee}\
-             [topics]\nchurn_warnings = \"{run}.churn\"\nsegment_changes = \"{run}.segments\"\nlifecycle_changes = \"{run}.lifecycle\"\nchangelog = \"{run}.changelog\"\n"
-        ),
+        &format!("commit_max_events = 500\n{guarantee}"),
     );
-    let t = &cfg.topics;
-    broker
-        .create_topics(&cfg, &[&t.changelog], PARTITIONS)
-        .await?;
-    broker
-        .create_topics(
-            &cfg,
-            &[&t.churn_warnings, &t.segment_changes, &t.lifecycle_changes],
-            2,
-        )
-        .await?;
+    create_run_topics(broker, &cfg, PARTITIONS).await?;
     Ok(cfg)
 }
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use pulse::simulate::SimConfig;
 use pulse_e2e::{
-    alerts_by_id, assert_same_alerts, build_canonical_log, caught_up, config, read_state,
-    sum_partitions, wait_for, Broker,
+    alerts_by_id, assert_same_alerts, build_canonical_log, caught_up, config, create_run_topics,
+    fold_run_config, read_state, sum_partitions, wait_for, Broker,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -33,7 +33,7 @@ async fn canonical_log(broker: &Broker, dir: &Path) -> anyhow::Result<BTreeMap<i
     build_canonical_log(broker, &cfg, sim, PARTITIONS).await
 }
 
-/// Fold-only config writing alerts to topics prefixed by `run`.
+/// Fold-only config writing alerts and the changelog to topics of `run`, topics created.
 async fn fold_config(
     broker: &Broker,
     dir: &Path,
@@ -41,28 +41,13 @@ async fn fold_config(
     dedupe: bool,
 ) -> anyhow::Result<pulse::Config> {
     let window = if dedupe { 7 } else { 0 };
-    let cfg = config(
+    let cfg = fold_run_config(
         broker,
         dir,
         run,
-        &format!(
-            "[ingest]\nenabled = false\n[fold]\ndedupe_window_days = {window}\ncommit_max_events = 500\n\
-             [topics]\nchurn_warnings = \"{run}.churn\"\nsegment_changes = \"{run}.segments\"\nlifecycle_changes = \"{run}.lifecycle\"\nchangelog = \"{run}.changelog\"\n"
-        ),
+        &format!("dedupe_window_days = {window}\ncommit_max_events = 500"),
     );
-    let t = &cfg.topics;
-    // Each run its own changelog: a fresh state dir restores from it, and run B must not
-    // start from run A's state.
-    broker
-        .create_topics(&cfg, &[&t.changelog], PARTITIONS)
-        .await?;
-    broker
-        .create_topics(
-            &cfg,
-            &[&t.churn_warnings, &t.segment_changes, &t.lifecycle_changes],
-            2,
-        )
-        .await?;
+    create_run_topics(broker, &cfg, PARTITIONS).await?;
     Ok(cfg)
 }
 

@@ -17,8 +17,9 @@ use pulse_codec::{
     decode_changelog, parse_dedupe_changelog_key, Changelog, Encoding, CHECKPOINT_KEY,
 };
 use pulse_e2e::{
-    alerts_by_id, assert_same_alerts, build_canonical_log, caught_up, config, consume_all, produce,
-    producer, read_state, sum_partitions, wait_for, Broker, Rec,
+    alerts_by_id, assert_same_alerts, build_canonical_log, caught_up, config, consume_all,
+    create_run_topics, fold_run_config, produce, producer, read_state, sum_partitions, wait_for,
+    Broker, Rec,
 };
 
 const PARTITIONS: i32 = 3;
@@ -42,28 +43,7 @@ async fn canonical_log(
 /// Fold-only config of one instance of run `run` (its alert topics and changelog are
 /// `<run>.*`), in consumer group `run`.
 fn fold_config(broker: &Broker, dir: &Path, run: &str) -> pulse::Config {
-    config(
-        broker,
-        dir,
-        run,
-        &format!(
-            "[ingest]\nenabled = false\n[fold]\ncommit_max_events = 200\n\
-             [topics]\nchurn_warnings = \"{run}.churn\"\nsegment_changes = \"{run}.segments\"\n\
-             lifecycle_changes = \"{run}.lifecycle\"\nchangelog = \"{run}.changelog\"\n"
-        ),
-    )
-}
-
-async fn create_run_topics(broker: &Broker, cfg: &pulse::Config) -> anyhow::Result<()> {
-    let t = &cfg.topics;
-    broker
-        .create_topics(
-            cfg,
-            &[&t.churn_warnings, &t.segment_changes, &t.lifecycle_changes],
-            2,
-        )
-        .await?;
-    broker.create_topics(cfg, &[&t.changelog], PARTITIONS).await
+    fold_run_config(broker, dir, run, "commit_max_events = 200")
 }
 
 fn folded(running: &pulse::Running) -> i64 {
@@ -99,14 +79,14 @@ async fn scale_1_to_3_to_1_mock() -> anyhow::Result<()> {
     // A: one instance, uninterrupted.
     let dir_a = tmp.path().join("a");
     let cfg_a = fold_config(&broker, &dir_a, "a");
-    create_run_topics(&broker, &cfg_a).await?;
+    create_run_topics(&broker, &cfg_a, PARTITIONS).await?;
     run_to_end(cfg_a.clone(), &ends).await?;
 
     // S: 1 → 3 → 1 instances in one group, each with its own state dir.
     let cfg: Vec<pulse::Config> = (1..=3)
         .map(|i| fold_config(&broker, &tmp.path().join(format!("s{i}")), "s"))
         .collect();
-    create_run_topics(&broker, &cfg[0]).await?;
+    create_run_topics(&broker, &cfg[0], PARTITIONS).await?;
     let r1 = pulse::start(cfg[0].clone()).await?;
     wait_for(
         "instance 1 to fold a third of the log",
@@ -192,7 +172,7 @@ async fn changelog_holds_the_latest_state_mock() -> anyhow::Result<()> {
     let mut ends = canonical_log(&broker, &tmp.path().join("ingest"), 30, 60).await?;
     let dir = tmp.path().join("c");
     let cfg = fold_config(&broker, &dir, "c");
-    create_run_topics(&broker, &cfg).await?;
+    create_run_topics(&broker, &cfg, PARTITIONS).await?;
 
     // Erase one customer through the canonical log: its changelog record must be a tombstone.
     let p = producer(&broker.bootstrap());
