@@ -636,6 +636,48 @@ pub async fn build_canonical_log(
     Ok(ends)
 }
 
+/// [`build_canonical_log`] by an ingest-only instance (group `ingest`, state under `dir`)
+/// over `customers` simulated customers and `days` days of traffic, no malformed input.
+pub async fn simulated_canonical_log(
+    broker: &Broker,
+    dir: &Path,
+    customers: u32,
+    days: i64,
+    partitions: i32,
+) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let cfg = config(broker, dir, "ingest", "[fold]\nenabled = false\n");
+    let sim = pulse::simulate::SimConfig {
+        customers,
+        duration_ms: days * pulse_core::DAY,
+        malformed_per_mille: 0,
+        ..pulse::simulate::SimConfig::default()
+    };
+    build_canonical_log(broker, &cfg, sim, partitions).await
+}
+
+/// Produces `events` straight to the canonical log `topic` (keyed by customer, so murmur2
+/// puts each on its customer's partition) and moves `ends` past them.
+pub async fn append_events(
+    p: &FutureProducer,
+    topic: &str,
+    events: &[pulse_core::Event],
+    ends: &mut BTreeMap<i32, i64>,
+) -> anyhow::Result<()> {
+    use pulse_codec::{encode_canonical, Canonical, Encoding, Source};
+    for e in events {
+        let source = Source {
+            topic: "test".into(),
+            partition: 0,
+            offset: 0,
+        };
+        let bytes = encode_canonical(&Canonical::Event(e.clone(), source), Encoding::Json);
+        let (partition, offset) = produce(p, topic, Some(&e.customer_id), &bytes, &[]).await?;
+        let end = ends.entry(partition).or_insert(0);
+        *end = (*end).max(offset + 1);
+    }
+    Ok(())
+}
+
 /// Whether a running fold has committed every partition up to its end offset.
 pub fn caught_up(running: &pulse::Running, ends: &BTreeMap<i32, i64>) -> bool {
     let parts = running.shared.partitions.read().expect("lock");

@@ -14,15 +14,12 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use pulse_codec::{
-    decode_changelog, encode_canonical, parse_dedupe_changelog_key, Canonical, Changelog, Encoding,
-    Source,
-};
+use pulse_codec::{decode_changelog, parse_dedupe_changelog_key, Changelog, Encoding};
 use pulse_core::hash::{customer_key, event_key};
 use pulse_core::{Body, Event};
 use pulse_e2e::{
-    caught_up, config, consume_all, day, http_get, produce, producer, read_state, wait_for, Broker,
-    Rec,
+    append_events, caught_up, config, consume_all, day, http_get, producer, read_state, wait_for,
+    Broker, Rec,
 };
 use pulse_store::PartitionStore;
 
@@ -43,27 +40,6 @@ fn order(customer: &str, event_id: &str, at: i64) -> Event {
             channel: None,
         }),
     }
-}
-
-/// Produces `events` to the canonical log (keyed, murmur2) and moves `ends` past them.
-async fn append(
-    p: &rdkafka::producer::FutureProducer,
-    topic: &str,
-    events: &[Event],
-    ends: &mut BTreeMap<i32, i64>,
-) -> anyhow::Result<()> {
-    for e in events {
-        let source = Source {
-            topic: "test".into(),
-            partition: 0,
-            offset: 0,
-        };
-        let bytes = encode_canonical(&Canonical::Event(e.clone(), source), Encoding::Json);
-        let (partition, offset) = produce(p, topic, Some(&e.customer_id), &bytes, &[]).await?;
-        let end = ends.entry(partition).or_insert(0);
-        *end = (*end).max(offset + 1);
-    }
-    Ok(())
 }
 
 fn metric(text: &str, series: &str) -> f64 {
@@ -134,7 +110,7 @@ async fn dedupe_window_survives_a_restore_mock() -> anyhow::Result<()> {
         }
     }
     let mut ends = BTreeMap::new();
-    append(&p, &canonical, &events, &mut ends).await?;
+    append_events(&p, &canonical, &events, &mut ends).await?;
     assert_eq!(
         ends.len(),
         PARTITIONS as usize,
@@ -269,7 +245,7 @@ async fn dedupe_window_survives_a_restore_mock() -> anyhow::Result<()> {
     );
     let (_, m) = http_get(b.http_addr, "/metrics")?;
     let duplicates_before = metric(&m, "pulse_fold_duplicate_events_total");
-    append(&p, &canonical, std::slice::from_ref(&original), &mut ends).await?;
+    append_events(&p, &canonical, std::slice::from_ref(&original), &mut ends).await?;
     wait_for("B to fold the duplicate", Duration::from_secs(60), || {
         caught_up(&b, &ends)
     })
@@ -305,7 +281,7 @@ async fn dedupe_window_survives_a_restore_mock() -> anyhow::Result<()> {
         "fresh-after-restore",
         original.occurred_at,
     );
-    append(&p, &canonical, std::slice::from_ref(&fresh), &mut ends).await?;
+    append_events(&p, &canonical, std::slice::from_ref(&fresh), &mut ends).await?;
     wait_for("B to fold the fresh event", Duration::from_secs(60), || {
         caught_up(&b, &ends)
     })

@@ -14,12 +14,12 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use pulse::replay::{replay, ReplayArgs};
-use pulse_codec::{decode_erasure, encode_canonical, Canonical, Encoding, Source};
+use pulse_codec::{decode_erasure, Encoding};
 use pulse_core::hash::{customer_key, customer_key_hex};
 use pulse_core::{Body, Event};
 use pulse_e2e::{
-    caught_up, config, consume_all, consume_until, day, http_get, produce, producer, read_state,
-    wait_for, Broker, Rec,
+    append_events, caught_up, config, consume_all, consume_until, day, http_get, producer,
+    read_state, wait_for, Broker, Rec,
 };
 
 const SECRET: &str = "erase-me-5b7c1e9d";
@@ -55,27 +55,6 @@ fn erasure(customer: &str, event_id: &str, at: i64) -> Event {
         occurred_at: at,
         body: Body::Erased,
     }
-}
-
-/// Produces `events` to the canonical log (keyed, murmur2) and moves `ends` past them.
-async fn append(
-    p: &rdkafka::producer::FutureProducer,
-    topic: &str,
-    events: &[Event],
-    ends: &mut BTreeMap<i32, i64>,
-) -> anyhow::Result<()> {
-    for e in events {
-        let source = Source {
-            topic: "test".into(),
-            partition: 0,
-            offset: 0,
-        };
-        let bytes = encode_canonical(&Canonical::Event(e.clone(), source), Encoding::Json);
-        let (partition, offset) = produce(p, topic, Some(&e.customer_id), &bytes, &[]).await?;
-        let end = ends.entry(partition).or_insert(0);
-        *end = (*end).max(offset + 1);
-    }
-    Ok(())
 }
 
 /// The byte strings under which an id could be stored: raw (also its JSON form: the id needs
@@ -205,7 +184,7 @@ async fn erasure_leaves_no_trace_mock() -> anyhow::Result<()> {
             }
         }
     }
-    append(&p, &canonical, &before, &mut ends).await?;
+    append_events(&p, &canonical, &before, &mut ends).await?;
     let running = pulse::start(cfg.clone()).await?;
     wait_for(
         "fold to fold the first part",
@@ -235,7 +214,7 @@ async fn erasure_leaves_no_trace_mock() -> anyhow::Result<()> {
         .iter()
         .filter(|e| e.customer_id == SECRET && e.body != Body::Erased)
         .count();
-    append(&p, &canonical, &after, &mut ends).await?;
+    append_events(&p, &canonical, &after, &mut ends).await?;
     wait_for("fold to reach the end", Duration::from_secs(60), || {
         caught_up(&running, &ends)
     })
@@ -407,7 +386,7 @@ async fn erasure_leaves_no_trace_mock() -> anyhow::Result<()> {
         order(SECRET, "after-restore-1", day(31)),
         order(OTHERS[0], "after-restore-2", day(31)),
     ];
-    append(&p, &canonical, &late, &mut ends).await?;
+    append_events(&p, &canonical, &late, &mut ends).await?;
     wait_for(
         "the restored fold to reach the end",
         Duration::from_secs(60),
@@ -449,7 +428,7 @@ async fn erasure_withdraws_pending_outbox_records_mock() -> anyhow::Result<()> {
     broker.create_all(&cfg, 1).await?;
     let p = producer(&broker.bootstrap());
     let mut ends = BTreeMap::new();
-    append(
+    append_events(
         &p,
         &cfg.topics.canonical,
         &[

@@ -18,33 +18,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pulse::fold::{FoldOptions, Shared};
-use pulse::simulate::SimConfig;
 use pulse::txn::TxnHooks;
 use pulse::PipelineError;
 use pulse_e2e::{
-    alerts_by_id, assert_same_alerts, build_canonical_log, caught_up, config, create_run_topics,
-    fold_run_config, read_state, wait_for, Broker,
+    alerts_by_id, assert_same_alerts, caught_up, create_run_topics, fold_run_config, read_state,
+    simulated_canonical_log, wait_for, Broker,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 const PARTITIONS: i32 = 3;
-
-async fn canonical_log(
-    broker: &Broker,
-    dir: &Path,
-    customers: u32,
-    days: i64,
-) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let cfg = config(broker, dir, "ingest", "[fold]\nenabled = false\n");
-    let sim = SimConfig {
-        customers,
-        duration_ms: days * pulse_core::DAY,
-        malformed_per_mille: 0,
-        ..SimConfig::default()
-    };
-    build_canonical_log(broker, &cfg, sim, PARTITIONS).await
-}
 
 /// Fold-only config writing to topics of `run` (created), in exactly-once mode when `eos`.
 async fn fold_config(
@@ -156,7 +139,8 @@ async fn reference(
 async fn exactly_once_flow_tansu() -> anyhow::Result<()> {
     let broker = Broker::tansu()?;
     let tmp = tempfile::tempdir()?;
-    let ends = canonical_log(&broker, &tmp.path().join("ingest"), 60, 150).await?;
+    let ends =
+        simulated_canonical_log(&broker, &tmp.path().join("ingest"), 60, 150, PARTITIONS).await?;
     let alerts_ref = reference(&broker, &tmp.path().join("ref"), &ends).await?;
 
     // B: committed in Kafka, not yet cleared in sled. Fold stops right after the first
@@ -308,7 +292,7 @@ async fn exactly_once_flow_tansu() -> anyhow::Result<()> {
 async fn exactly_once_is_refused_where_offsets_are_not_stored_mock() -> anyhow::Result<()> {
     let broker = Broker::mock();
     let tmp = tempfile::tempdir()?;
-    canonical_log(&broker, &tmp.path().join("ingest"), 5, 20).await?;
+    simulated_canonical_log(&broker, &tmp.path().join("ingest"), 5, 20, PARTITIONS).await?;
     let cfg = fold_config(&broker, &tmp.path().join("m"), "m", true).await?;
     let fold = start_fold(&cfg, &TxnHooks::default());
     let result = tokio::time::timeout(Duration::from_secs(60), fold.task).await??;

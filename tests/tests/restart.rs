@@ -8,10 +8,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use pulse::simulate::SimConfig;
 use pulse_e2e::{
-    alerts_by_id, assert_same_alerts, build_canonical_log, caught_up, config, create_run_topics,
-    fold_run_config, read_state, sum_partitions, wait_for, Broker,
+    alerts_by_id, assert_same_alerts, caught_up, create_run_topics, fold_run_config, read_state,
+    simulated_canonical_log, sum_partitions, wait_for, Broker,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -21,17 +20,6 @@ enum Interruption {
 }
 
 const PARTITIONS: i32 = 3;
-
-async fn canonical_log(broker: &Broker, dir: &Path) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let cfg = config(broker, dir, "ingest", "[fold]\nenabled = false\n");
-    let sim = SimConfig {
-        customers: 60,
-        duration_ms: 150 * pulse_core::DAY,
-        malformed_per_mille: 0,
-        ..SimConfig::default()
-    };
-    build_canonical_log(broker, &cfg, sim, PARTITIONS).await
-}
 
 /// Fold-only config writing alerts and the changelog to topics of `run`, topics created.
 async fn fold_config(
@@ -75,7 +63,8 @@ async fn restart_gives_the_same_state(
     how: Interruption,
 ) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let ends = canonical_log(&broker, &tmp.path().join("ingest")).await?;
+    let ends =
+        simulated_canonical_log(&broker, &tmp.path().join("ingest"), 60, 150, PARTITIONS).await?;
     let total: i64 = ends.values().sum();
 
     // A: one uninterrupted run.

@@ -12,33 +12,15 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use pulse::simulate::SimConfig;
 use pulse_codec::{
     decode_changelog, parse_dedupe_changelog_key, Changelog, Encoding, CHECKPOINT_KEY,
 };
 use pulse_e2e::{
-    alerts_by_id, assert_same_alerts, build_canonical_log, caught_up, config, consume_all,
-    create_run_topics, fold_run_config, produce, producer, read_state, sum_partitions, wait_for,
-    Broker, Rec,
+    alerts_by_id, assert_same_alerts, caught_up, consume_all, create_run_topics, fold_run_config,
+    produce, producer, read_state, simulated_canonical_log, sum_partitions, wait_for, Broker, Rec,
 };
 
 const PARTITIONS: i32 = 3;
-
-async fn canonical_log(
-    broker: &Broker,
-    dir: &Path,
-    customers: u32,
-    days: i64,
-) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let cfg = config(broker, dir, "ingest", "[fold]\nenabled = false\n");
-    let sim = SimConfig {
-        customers,
-        duration_ms: days * pulse_core::DAY,
-        malformed_per_mille: 0,
-        ..SimConfig::default()
-    };
-    build_canonical_log(broker, &cfg, sim, PARTITIONS).await
-}
 
 /// Fold-only config of one instance of run `run` (its alert topics and changelog are
 /// `<run>.*`), in consumer group `run`.
@@ -73,7 +55,8 @@ async fn scale_1_to_3_to_1_mock() -> anyhow::Result<()> {
     let started = Instant::now();
     let broker = Broker::mock();
     let tmp = tempfile::tempdir()?;
-    let ends = canonical_log(&broker, &tmp.path().join("ingest"), 60, 150).await?;
+    let ends =
+        simulated_canonical_log(&broker, &tmp.path().join("ingest"), 60, 150, PARTITIONS).await?;
     let total: i64 = ends.values().sum();
 
     // A: one instance, uninterrupted.
@@ -169,7 +152,8 @@ fn latest(recs: Vec<Rec>) -> BTreeMap<(i32, String), Rec> {
 async fn changelog_holds_the_latest_state_mock() -> anyhow::Result<()> {
     let broker = Broker::mock();
     let tmp = tempfile::tempdir()?;
-    let mut ends = canonical_log(&broker, &tmp.path().join("ingest"), 30, 60).await?;
+    let mut ends =
+        simulated_canonical_log(&broker, &tmp.path().join("ingest"), 30, 60, PARTITIONS).await?;
     let dir = tmp.path().join("c");
     let cfg = fold_config(&broker, &dir, "c");
     create_run_topics(&broker, &cfg, PARTITIONS).await?;
