@@ -655,6 +655,29 @@ pub async fn simulated_canonical_log(
     build_canonical_log(broker, &cfg, sim, partitions).await
 }
 
+/// A placed order of `amount_minor` euro cents, one item, as fold sees it.
+pub fn placed_order(
+    customer: &str,
+    event_id: &str,
+    at: i64,
+    amount_minor: i64,
+) -> pulse_core::Event {
+    use pulse_core::event::{Body, Order, OrderKind};
+    pulse_core::Event {
+        event_id: event_id.into(),
+        customer_id: customer.into(),
+        occurred_at: at,
+        body: Body::Order(Order {
+            kind: OrderKind::Placed,
+            order_id: format!("o-{event_id}"),
+            amount_minor,
+            currency: "EUR".into(),
+            item_count: 1,
+            channel: None,
+        }),
+    }
+}
+
 /// Produces `events` straight to the canonical log `topic` (keyed by customer, so murmur2
 /// puts each on its customer's partition) and moves `ends` past them.
 pub async fn append_events(

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use pulse_codec::{decode_changelog, parse_dedupe_changelog_key, Changelog, Encoding};
 use pulse_core::hash::{customer_key, event_key};
-use pulse_core::{Body, Event};
+use pulse_core::Event;
 use pulse_e2e::{
-    append_events, caught_up, config, consume_all, day, http_get, producer, read_state, wait_for,
-    Broker, Rec,
+    append_events, caught_up, config, consume_all, day, http_get, placed_order, producer,
+    read_state, wait_for, Broker, Rec,
 };
 use pulse_store::PartitionStore;
 
@@ -27,19 +27,7 @@ const PARTITIONS: i32 = 3;
 const DAYS: i64 = 20;
 
 fn order(customer: &str, event_id: &str, at: i64) -> Event {
-    Event {
-        event_id: event_id.into(),
-        customer_id: customer.into(),
-        occurred_at: at,
-        body: Body::Order(pulse_core::event::Order {
-            kind: pulse_core::event::OrderKind::Placed,
-            order_id: format!("o-{event_id}"),
-            amount_minor: 1_999,
-            currency: "EUR".into(),
-            item_count: 1,
-            channel: None,
-        }),
-    }
+    placed_order(customer, event_id, at, 1_999)
 }
 
 fn metric(text: &str, series: &str) -> f64 {

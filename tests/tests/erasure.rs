@@ -18,8 +18,8 @@ use pulse_codec::{decode_erasure, Encoding};
 use pulse_core::hash::{customer_key, customer_key_hex};
 use pulse_core::{Body, Event};
 use pulse_e2e::{
-    append_events, caught_up, config, consume_all, consume_until, day, http_get, producer,
-    read_state, wait_for, Broker, Rec,
+    append_events, caught_up, config, consume_all, consume_until, day, http_get, placed_order,
+    producer, read_state, wait_for, Broker, Rec,
 };
 
 const SECRET: &str = "erase-me-5b7c1e9d";
@@ -33,19 +33,7 @@ const OTHERS: [&str; 5] = [
 const PARTITIONS: i32 = 2;
 
 fn order(customer: &str, event_id: &str, at: i64) -> Event {
-    Event {
-        event_id: event_id.into(),
-        customer_id: customer.into(),
-        occurred_at: at,
-        body: Body::Order(pulse_core::event::Order {
-            kind: pulse_core::event::OrderKind::Placed,
-            order_id: format!("o-{event_id}"),
-            amount_minor: 4_200,
-            currency: "EUR".into(),
-            item_count: 1,
-            channel: None,
-        }),
-    }
+    placed_order(customer, event_id, at, 4_200)
 }
 
 fn erasure(customer: &str, event_id: &str, at: i64) -> Event {
