@@ -6,8 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use pulse::replay::{replay, ReplayArgs};
-use pulse::simulate::SimConfig;
-use pulse_e2e::{build_canonical_log, caught_up, config, read_state, wait_for, Broker};
+use pulse_e2e::{caught_up, config, read_state, simulated_canonical_log, wait_for, Broker};
 
 /// The overrides the live run used, as a config file for `pulse replay`.
 fn config_file(dir: &Path, broker: &Broker, extra: &str) -> anyhow::Result<std::path::PathBuf> {
@@ -27,19 +26,7 @@ async fn replay_reproduces_live_state_and_alerts() -> anyhow::Result<()> {
     let broker = Broker::mock();
     let tmp = tempfile::tempdir()?;
     // Live: ingest alone over simulated input, then fold alone to the end of the log.
-    let ingest_cfg = config(
-        &broker,
-        &tmp.path().join("unused"),
-        "live",
-        "[fold]\nenabled = false\n",
-    );
-    let sim = SimConfig {
-        customers: 50,
-        duration_ms: 200 * pulse_core::DAY,
-        malformed_per_mille: 0,
-        ..SimConfig::default()
-    };
-    let ends = build_canonical_log(&broker, &ingest_cfg, sim, 3).await?;
+    let ends = simulated_canonical_log(&broker, &tmp.path().join("ingest"), 50, 200, 3).await?;
     let live_dir = tmp.path().join("live");
     let fold_cfg = config(&broker, &live_dir, "live", "[ingest]\nenabled = false\n");
     let fold = pulse::start(fold_cfg).await?;

@@ -15,11 +15,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pulse::replay::{replay, Range, ReplayArgs, UsageError};
-use pulse::simulate::SimConfig;
 use pulse_codec::{decode_canonical, Canonical, Encoding};
 use pulse_core::{Body, Millis};
 use pulse_e2e::{
-    build_canonical_log, caught_up, config, consume_all, read_state, wait_for, Broker,
+    caught_up, config, consume_all, read_state, simulated_canonical_log, wait_for, Broker,
 };
 
 /// One canonical record as the test reads it.
@@ -172,19 +171,7 @@ impl Fixture {
 
 async fn fixture(broker: Broker) -> anyhow::Result<Fixture> {
     let tmp = tempfile::tempdir()?;
-    let ingest_cfg = config(
-        &broker,
-        &tmp.path().join("unused"),
-        "live",
-        "[fold]\nenabled = false\n",
-    );
-    let sim = SimConfig {
-        customers: 40,
-        duration_ms: 160 * pulse_core::DAY,
-        malformed_per_mille: 0,
-        ..SimConfig::default()
-    };
-    let ends = build_canonical_log(&broker, &ingest_cfg, sim, 3).await?;
+    let ends = simulated_canonical_log(&broker, &tmp.path().join("ingest"), 40, 160, 3).await?;
     let live_cfg = config(
         &broker,
         &tmp.path().join("live"),
