@@ -204,6 +204,26 @@ fn evaluation(c: &mut Criterion) {
     group.finish();
 }
 
+/// Every customer of the population evaluated once per iteration: buyers of every history
+/// (one-time buyers have the slowest CLV series), prospects and click-only customers (no CLV
+/// at all). Time per iteration / 10,000 = the mean cost of one full evaluation.
+fn population_evaluation(c: &mut Criterion) {
+    let cfg = ScoringConfig::default();
+    let (states, _) = population(true);
+    let at = T0 + 121 * DAY;
+    let mut group = c.benchmark_group("evaluate_population");
+    group.throughput(Throughput::Elements(CUSTOMERS as u64));
+    group.sample_size(20);
+    group.bench_function("all", |b| {
+        b.iter(|| {
+            for s in &states {
+                black_box(evaluate(black_box(s), black_box(at), &cfg));
+            }
+        })
+    });
+    group.finish();
+}
+
 /// pulse-codec's `input::Fields` (every field any input family may carry, borrowed where
 /// possible), field for field.
 #[derive(Debug, Default, Deserialize)]
@@ -280,5 +300,11 @@ fn json_decode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fold, evaluation, json_decode);
+criterion_group!(
+    benches,
+    fold,
+    evaluation,
+    population_evaluation,
+    json_decode
+);
 criterion_main!(benches);

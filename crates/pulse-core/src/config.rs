@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Millis, DAY, HOUR, MINUTE};
+use crate::models::MAX_CLV_PERIODS;
 
 /// The rules of the engine. Durations named `_days` are whole days of event time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -527,8 +528,11 @@ impl ScoringConfig {
         if self.clv.horizon_days <= 0 {
             return bad("clv.horizon_days", "must be a positive number of days");
         }
-        if self.clv.periods == 0 || self.clv.periods > 120 {
-            return bad("clv.periods", "must be between 1 and 120");
+        if self.clv.periods == 0 || self.clv.periods > MAX_CLV_PERIODS {
+            return bad(
+                "clv.periods",
+                &format!("must be between 1 and {MAX_CLV_PERIODS}"),
+            );
         }
         let d = self.clv.annual_discount_rate;
         if !(d.is_finite() && (0.0..10.0).contains(&d)) {

@@ -60,7 +60,9 @@
 use crate::alert::{Alert, AlertKind, Reason, Score};
 use crate::config::{ModelKind, ScoringConfig, Weights};
 use crate::event::{Body, ClickKind, Event, Millis, OrderKind, SupportKind, DAY, HOUR};
-use crate::models::{BgNbd, ClvSchedule, ExpectedPurchases, GammaGamma, MbgNbd, ParetoNbd};
+use crate::models::{
+    discounted_clv, BgNbd, ClvSchedule, ExpectedPurchases, GammaGamma, MbgNbd, ParetoNbd,
+};
 use crate::state::{
     ClickFacts, CustomerState, NpsClass, OpenTicket, Segment, Stage, SupportFacts, ValueTier,
     MAX_OPEN_TICKETS,
@@ -1153,12 +1155,15 @@ fn clv(
         period_length: horizon / f64::from(c.periods),
         discount_rate: (1.0 + c.annual_discount_rate).powf(period_days / 365.0) - 1.0,
     };
-    // One batched forecast: every period end, then the whole horizon.
-    let horizons: Vec<f64> = schedule.period_ends().chain([horizon]).collect();
-    let mut cumulative = vec![0.0; horizons.len()];
-    model.expected_purchases_at(h.x, h.t_x, h.age(now), &horizons, &mut cumulative);
-    let expected_purchases = cumulative.pop().unwrap_or(f64::NAN);
-    let clv_minor = schedule.discount(&cumulative, expected_spend_minor);
+    let forecast = discounted_clv(
+        model,
+        h.x,
+        h.t_x,
+        h.age(now),
+        expected_spend_minor,
+        &schedule,
+    );
+    let (expected_purchases, clv_minor) = (forecast.expected_purchases, forecast.value);
     if !(clv_minor.is_finite()
         && expected_purchases.is_finite()
         && expected_spend_minor.is_finite())
