@@ -5,19 +5,14 @@
 //! orders, clicks, some support), then a day of new events spread over all of them. States
 //! live in a `Vec` indexed by customer, so the figures are the engine's, not a map's.
 //!
-//! The yardstick is `json_decode`: serde_json decoding a typical input event (an order, a
-//! click) into borrowed fields, the first step ingest takes with every record. pulse-codec
-//! depends on pulse-core, so its private `Fields` is mirrored here rather than imported;
-//! the figure leaves out the codec's validation (time and money parsing), so it is a lower
-//! bound on what ingest pays per event.
+//! The yardstick, the real decode of an input event against one evaluation in the same run,
+//! is pulse-codec's bench: `cargo bench -p pulse-codec --bench decode_vs_evaluate`.
 
-use std::borrow::Cow;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use pulse_core::event::{Click, ClickKind, Order, OrderKind, Support, SupportKind, MINUTE};
 use pulse_core::{decide, evaluate, Body, CustomerState, Event, Input, Millis, ScoringConfig, DAY};
-use serde::Deserialize;
 
 const T0: Millis = 1_735_689_600_000;
 const CUSTOMERS: usize = 10_000;
@@ -224,87 +219,5 @@ fn population_evaluation(c: &mut Criterion) {
     group.finish();
 }
 
-/// pulse-codec's `input::Fields` (every field any input family may carry, borrowed where
-/// possible), field for field.
-#[derive(Debug, Default, Deserialize)]
-#[allow(dead_code)] // decoded, never read: the decode is what is measured
-struct Fields<'a> {
-    #[serde(borrow)]
-    event_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    customer_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    occurred_at: Option<When<'a>>,
-    #[serde(borrow, rename = "type")]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    order_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    amount: Option<Amount<'a>>,
-    #[serde(borrow)]
-    currency: Option<Cow<'a, str>>,
-    items: Option<Vec<Item>>,
-    #[serde(borrow)]
-    channel: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    session_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    ticket_id: Option<Cow<'a, str>>,
-    score: Option<f64>,
-    sentiment: Option<f64>,
-    #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-#[allow(dead_code)]
-enum When<'a> {
-    Millis(i64),
-    #[serde(borrow)]
-    Text(Cow<'a, str>),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-#[allow(dead_code)]
-enum Amount<'a> {
-    #[serde(borrow)]
-    Text(Cow<'a, str>),
-    Number(serde_json::Number),
-}
-
-#[derive(Debug, Deserialize)]
-#[allow(dead_code)]
-struct Item {
-    #[serde(default)]
-    quantity: Option<u32>,
-}
-
-/// An order and a click as producers send them (the shapes of pulse-codec's input tests).
-const ORDER_JSON: &str = r#"{"event_id":"3f1c2a9e-7b1d-4c55-9a0e-2d6f8b1e4c71","customer_id":"c-004217","occurred_at":"2026-03-01T12:00:00.123Z","type":"order_placed","order_id":"o-88412","amount":"23.50","currency":"EUR","items":[{"sku":"sku-1","quantity":2,"unit_price":"11.75"}],"channel":"web"}"#;
-const CLICK_JSON: &str = r#"{"event_id":"9d2e41b0-5c3a-4f7e-8b61-0a4c7d9e2f13","customer_id":"c-004217","occurred_at":1772366400123,"type":"product_view","session_id":"s-5521","sku":"sku-1","url":"/p/sku-1","channel":"web"}"#;
-
-fn json_decode(c: &mut Criterion) {
-    let mut group = c.benchmark_group("json_decode");
-    for (name, json) in [("order", ORDER_JSON), ("click", CLICK_JSON)] {
-        group.throughput(Throughput::Bytes(json.len() as u64));
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                let fields: Fields<'_> =
-                    serde_json::from_slice(black_box(json.as_bytes())).expect("valid event");
-                black_box(fields)
-            })
-        });
-    }
-    group.finish();
-}
-
-criterion_group!(
-    benches,
-    fold,
-    evaluation,
-    population_evaluation,
-    json_decode
-);
+criterion_group!(benches, fold, evaluation, population_evaluation);
 criterion_main!(benches);
