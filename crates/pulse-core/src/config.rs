@@ -398,8 +398,7 @@ impl Weights {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScorecardConfig {
-    /// Churn risk 0..1. `p_dead` and the engagement signals move with time between events
-    /// (see the engine's docs).
+    /// Churn risk 0..1. Only `p_dead` may depend on time (see the engine's docs).
     pub risk: Weights,
     /// Health 0..100 = 100 × (1 − weighted badness).
     pub health: Weights,

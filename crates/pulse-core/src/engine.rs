@@ -10,8 +10,8 @@
 //! | signal | value | measured when |
 //! |---|---|---|
 //! | `p_dead` | 1 − P(alive) of the configured BTYD model at `now` | an order exists |
-//! | `engagement_low` | `ref / (e + ref)`, `e` the weighted clicks decayed to `now` | a click exists |
-//! | `engagement_falling` | `1 − trend`, trend = short-half-life rate / baseline rate at `now`, clamped | a click exists |
+//! | `engagement_low` | `ref / (e + ref)`, `e` the decayed weighted clicks | a click exists |
+//! | `engagement_falling` | `1 − trend`, trend = short-half-life rate / baseline rate, clamped | a click exists |
 //! | `cart_abandonment` | abandoned carts / closed carts | a cart closed |
 //! | `open_tickets` | `n / (n + 1)` | a ticket was opened |
 //! | `slow_first_response`, `slow_resolution` | `m / (m + ref)` of the mean hours | measured once |
@@ -29,27 +29,14 @@
 //!
 //! # Time
 //!
-//! Three signals depend on the evaluation instant: `p_dead`, and the two engagement signals,
-//! whose score and trend are decayed from the last click on to `now` (the stored sums are
-//! valued at the last click; an instant before it sees them there). Every other signal is
-//! measured as of the customer's last event of its kind, with one exception: an open cart
-//! counts as abandoned from the instant its window ends.
-//!
-//! Between two events all three only get worse, so the risk is non-decreasing in `t` and
-//! click silence alone raises it: P(alive) falls; the score `e(t) = e · 2^(−Δ/h)` falls, so
-//! `engagement_low` rises; and the trend falls, `d ln trend / dΔ = ln 2 (1/W_l − 1/W_s) ≤ 0`,
-//! as each window `W(h, A) = h (1 − 2^(−A/h))` (`A` = first click → `t`) grows with its
-//! half-life and the baseline's is the longer one.
-//!
-//! The instant the risk reaches a threshold is searched in a bracket. With the engagement
-//! signals held fixed, `p_dead` reaching its share has a closed form for MBG/NBD and BG/NBD,
-//! whose P(alive) `1 / (1 + A ((α+T)/(α+t_x))^(r+x))` inverts analytically in `T`; held at
-//! their value at an instant `u` they understate the risk after `u` and overstate it before,
-//! so that crossing bounds the true one from above if `u` is before it and from below if
-//! after. Secant steps narrow the bracket to the millisecond (without engagement weight the
-//! first bound is the crossing). Pareto/NBD, with no closed form, and a risk moved by
-//! engagement alone (`p_dead` unweighted) take secant steps on the risk itself. A customer
-//! without an order is a prospect whatever the risk, so needs no risk timer.
+//! **Only `p_dead` depends on the evaluation instant.** Every other signal is measured as of
+//! the customer's last event of its kind (engagement is the decayed score *at the last click*,
+//! not decayed further to `now`), with one exception: an open cart counts as abandoned from
+//! the instant its window ends. Silence is therefore judged by the model alone, and between
+//! two events `risk(t) = k · p_dead(t) + c` with `k ≥ 0` and `c` constant, which is
+//! non-decreasing in `t`. The instant it reaches a threshold has a closed form for MBG/NBD and
+//! BG/NBD, whose P(alive) `1 / (1 + A ((α+T)/(α+t_x))^(r+x))` inverts analytically in `T`;
+//! Pareto/NBD uses a bracketed bisection on whole milliseconds (it is rarely the default).
 //!
 //! # Timers
 //!
@@ -182,8 +169,9 @@ impl Signals {
         self.0[s as usize]
     }
     fn set(&mut self, s: Signal, v: f64) {
-        if let Some(v) = unit(v) {
-            self.0[s as usize] = Some(v);
+        // A value the arithmetic could not produce is not measured rather than poison.
+        if v.is_finite() {
+            self.0[s as usize] = Some(v.clamp(0.0, 1.0));
         }
     }
     /// `(signal, value)` for the measured ones, in signal order.
@@ -194,41 +182,12 @@ impl Signals {
     }
 }
 
-/// A signal's value from its raw arithmetic: clamped to 0..1, and not measured rather than
-/// poison where the arithmetic could not produce a number.
-fn unit(v: f64) -> Option<f64> {
-    v.is_finite().then(|| v.clamp(0.0, 1.0))
-}
-
-/// The values of the signals that move with time, 0 where not measured (their weight in a
-/// [`Card`] is 0 then).
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Moving {
-    p_dead: f64,
-    low: f64,
-    falling: f64,
-}
-
-impl Moving {
-    fn of(signals: &Signals) -> Moving {
-        let v = |s| signals.get(s).unwrap_or(0.0);
-        Moving {
-            p_dead: v(Signal::PDead),
-            low: v(Signal::EngagementLow),
-            falling: v(Signal::EngagementFalling),
-        }
-    }
-}
-
-/// A scorecard with every signal that does not move with time folded into a constant, so
-/// the score can be re-evaluated cheaply (and identically) at any instant:
-/// `(w_dead p_dead + w_low low + w_falling falling + rest) / total`.
+/// A scorecard with every signal but `p_dead` folded into a constant, so the score can be
+/// re-evaluated cheaply (and identically) at any `p_dead`: `(w_dead p + other) / total`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Card {
     w_dead: f64,
-    w_low: f64,
-    w_falling: f64,
-    rest: f64,
+    other: f64,
     total: f64,
 }
 
@@ -236,38 +195,27 @@ impl Card {
     fn new(signals: &Signals, w: &Weights) -> Card {
         let mut card = Card {
             w_dead: 0.0,
-            w_low: 0.0,
-            w_falling: 0.0,
-            rest: 0.0,
+            other: 0.0,
             total: 0.0,
         };
         for (s, v) in signals.measured() {
             let weight = s.weight(w);
             card.total += weight;
-            match s {
-                Signal::PDead => card.w_dead = weight,
-                Signal::EngagementLow => card.w_low = weight,
-                Signal::EngagementFalling => card.w_falling = weight,
-                _ => card.rest += weight * v,
+            if s == Signal::PDead {
+                card.w_dead = weight;
+            } else {
+                card.other += weight * v;
             }
         }
         card
     }
 
-    /// Everything but `w_dead p_dead`, with the engagement signals at `m`.
-    fn fixed(&self, m: &Moving) -> f64 {
-        self.w_low * m.low + self.w_falling * m.falling + self.rest
-    }
-
-    fn score(&self, m: &Moving) -> f64 {
+    fn score(&self, p_dead: Option<f64>) -> f64 {
         if self.total <= 0.0 {
             return 0.0;
         }
-        ((self.w_dead * m.p_dead + self.fixed(m)) / self.total).clamp(0.0, 1.0)
-    }
-
-    fn engagement_moves(&self) -> bool {
-        self.w_low > 0.0 || self.w_falling > 0.0
+        let dead = p_dead.map_or(0.0, |p| self.w_dead * p);
+        ((dead + self.other) / self.total).clamp(0.0, 1.0)
     }
 }
 
@@ -666,90 +614,6 @@ fn evolve_support(f: &mut SupportFacts, s: &crate::event::Support, t: Millis) {
 // Assess: the cheap part of an evaluation, done for every event and timer
 // ---------------------------------------------------------------------------------------------
 
-/// The click facts as functions of time. The stored sums are valued at the last click and
-/// decay from there with their half-lives, so the score and the trend are those *at* the
-/// evaluation instant; an instant before the last click sees them at the last click (the
-/// later clicks cannot be taken out again).
-#[derive(Debug, Clone, Copy)]
-struct Engagement {
-    score: f64,
-    baseline: f64,
-    at: Millis,
-    first: Option<Millis>,
-    /// The half-lives, ms.
-    short: f64,
-    long: f64,
-    /// `1 / (1/short − 1/long)`: the score over the baseline halves over this (ms).
-    ratio: f64,
-    /// The score at which `engagement_low` is 0.5.
-    reference: f64,
-}
-
-/// The engagement score and trend at one instant.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct EngagementAt {
-    score: f64,
-    trend: Option<f64>,
-}
-
-impl Engagement {
-    fn of(c: &ClickFacts, cfg: &ScoringConfig) -> Option<Engagement> {
-        let e = &cfg.engagement;
-        let (short, long) = (
-            e.half_life_days * DAY as f64,
-            e.baseline_half_life_days * DAY as f64,
-        );
-        (c.events > 0).then_some(Engagement {
-            score: c.engagement,
-            baseline: c.baseline,
-            at: c.engagement_at,
-            first: c.first_at,
-            short,
-            long,
-            ratio: short * long / (long - short),
-            reference: e.reference,
-        })
-    }
-
-    /// The score, and the click rate over the last `short` relative to the baseline rate
-    /// (1 = steady, < 1 falling). Each decayed sum is divided by its own window since the
-    /// first click, `∫₀ᴬ 2^(−u/h) du = h (1 − 2^(−A/h))` with `A = now − first click`, so a
-    /// steady customer scores 1 however short their history (undivided, a young history
-    /// would look like a rise); as `A` shrinks to 0 both windows tend to `A` and their ratio
-    /// to 1. In silence the short sum decays faster than the long one and the ratio of the
-    /// windows cannot make up for it (`d ln trend / d now = ln 2 (1/W_long − 1/W_short) ≤ 0`),
-    /// so the trend only falls.
-    fn at(&self, now: Millis) -> EngagementAt {
-        let elapsed = now - self.at;
-        let trend = self
-            .first
-            .filter(|_| self.baseline > 0.0)
-            .and_then(|first| {
-                let span = (now.max(self.at) - first) as f64;
-                let window = |h: f64| -h * (-span * std::f64::consts::LN_2 / h).exp_m1();
-                let windows = if span > 0.0 {
-                    window(self.long) / window(self.short)
-                } else {
-                    1.0
-                };
-                let t = self.score / self.baseline * decay(elapsed, self.ratio) * windows;
-                t.is_finite().then_some(t)
-            });
-        EngagementAt {
-            score: self.score * decay(elapsed, self.short),
-            trend,
-        }
-    }
-
-    /// `(engagement_low, engagement_falling)` of `e`.
-    fn signals(&self, e: &EngagementAt) -> (Option<f64>, Option<f64>) {
-        (
-            unit(self.reference / (e.score + self.reference)),
-            e.trend.and_then(|t| unit(1.0 - t)),
-        )
-    }
-}
-
 /// The rule that put a customer in their stage (used for the alert's first reason).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StageCause {
@@ -776,12 +640,8 @@ struct Assessment {
     history: Option<History>,
     model: Model,
     p_dead: Option<f64>,
-    clicks: Option<Engagement>,
-    engagement: Option<EngagementAt>,
     signals: Signals,
     risk_card: Card,
-    /// The values of the signals that move with time, at `now`.
-    moving: Moving,
     risk: f64,
     gap_due: Option<Millis>,
     /// The open cart's deadline if it is still in the future.
@@ -809,6 +669,15 @@ fn signals(
     let mut s = Signals::default();
     let c = &state.clicks;
     let e = &cfg.engagement;
+    if c.events > 0 {
+        s.set(
+            Signal::EngagementLow,
+            e.reference / (c.engagement + e.reference),
+        );
+        if let Some(trend) = trend(c, cfg) {
+            s.set(Signal::EngagementFalling, 1.0 - trend);
+        }
+    }
     let due = c.cart_last_add.is_some_and(|t| now >= t + e.cart_window());
     let abandoned = c.carts_abandoned + u32::from(due);
     let closed = abandoned + c.carts_converted;
@@ -872,6 +741,21 @@ fn signals(
     s
 }
 
+/// Click rate over the last `half_life` relative to the baseline rate, as of the last click
+/// (1 = steady, < 1 falling). Each decayed sum is divided by its own window since the first
+/// click, `∫₀ᴬ 2^(−u/h) du ∝ h (1 − 2^(−A/h))`, so a steady customer scores 1 however short
+/// their history (undivided, a young history would look like a rise).
+fn trend(c: &ClickFacts, cfg: &ScoringConfig) -> Option<f64> {
+    let span = (c.engagement_at - c.first_at?) as f64 / DAY as f64;
+    if span <= 0.0 || c.baseline <= 0.0 {
+        return None;
+    }
+    let window = |h: f64| -h * (-span * std::f64::consts::LN_2 / h).exp_m1();
+    let t = (c.engagement / window(cfg.engagement.half_life_days))
+        / (c.baseline / window(cfg.engagement.baseline_half_life_days));
+    t.is_finite().then_some(t)
+}
+
 fn mean_hours(total_ms: i64, n: u32) -> Option<f64> {
     (n > 0).then(|| total_ms as f64 / f64::from(n) / HOUR as f64)
 }
@@ -883,21 +767,13 @@ fn assess(state: &CustomerState, now: Millis, cfg: &ScoringConfig) -> Assessment
     let f = score_ascending(o.count, &cfg.frequency_cuts);
     let m = score_ascending(o.total_minor, &cfg.monetary_cuts_minor);
     let r = history.map_or(1, |h| recency_score(h.silence(now), cfg));
-    let clicks = Engagement::of(&state.clicks, cfg);
-    let engagement = clicks.map(|c| c.at(now));
     let mut signals = signals(state, now, f, m, cfg);
-    if let (Some(c), Some(e)) = (clicks, engagement) {
-        let (low, falling) = c.signals(&e);
-        signals.0[Signal::EngagementLow as usize] = low;
-        signals.0[Signal::EngagementFalling as usize] = falling;
-    }
     let p_dead = history.and_then(|h| h.p_dead(&model, now));
     if let Some(p) = p_dead {
         signals.set(Signal::PDead, p);
     }
     let risk_card = Card::new(&signals, &cfg.scorecard.risk);
-    let moving = Moving::of(&signals);
-    let risk = risk_card.score(&moving);
+    let risk = risk_card.score(p_dead);
     let gap_due = gap_due(state, cfg);
     let (stage, cause) = stage_at(state, history.as_ref(), risk, gap_due, now, cfg);
     let window = cfg.engagement.cart_window();
@@ -915,11 +791,8 @@ fn assess(state: &CustomerState, now: Millis, cfg: &ScoringConfig) -> Assessment
         history,
         model,
         p_dead,
-        clicks,
-        engagement,
         signals,
         risk_card,
-        moving,
         risk,
         gap_due,
         cart_deadline: state
@@ -997,233 +870,62 @@ const HORIZON: Millis = 200 * 365 * DAY;
 /// its ceiling is the exact first millisecond.
 const ROUNDING_MARGIN: f64 = 0.01;
 
-/// Where `(w_dead p_dead(t) + fixed) / total` first reaches `theta` (the risk with everything
-/// but `p_dead` held at `fixed`), from the closed-form inverse of the model's P(alive).
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Frozen {
-    /// Never, or not within the horizon.
-    Never,
-    /// The model has no closed form (Pareto/NBD).
-    Unknown,
-    /// The first whole millisecond at which it does (`Millis::MIN` for "already"), and the
-    /// crossing itself as ms after the first order (−∞ for "already").
-    /// `before_is_short`: the millisecond before is safely short of the crossing (false near
-    /// a millisecond boundary, where the formula's ~1e-5 ms error could matter, and near
-    /// `p_dead = 1`, where the inverse is ill-conditioned).
-    At {
-        t: Millis,
-        offset: f64,
-        before_is_short: bool,
-    },
-}
-
-fn frozen_crossing(a: &Assessment, h: &History, theta: f64, fixed: f64, now: Millis) -> Frozen {
-    let card = a.risk_card;
-    let need = theta * card.total - fixed;
-    if need <= 0.0 {
-        return Frozen::At {
-            t: Millis::MIN,
-            offset: f64::NEG_INFINITY,
-            before_is_short: false,
-        };
-    }
-    if card.w_dead <= 0.0 {
-        return Frozen::Never;
-    }
-    let target = need / card.w_dead;
-    if target > 1.0 {
-        return Frozen::Never;
-    }
-    match a.model.age_at_p_dead(h.x, h.t_x, target) {
-        Err(()) => Frozen::Unknown,
-        Ok(None) => Frozen::Never,
-        Ok(Some(age)) => {
-            let offset = age * h.unit;
-            if offset >= (now.saturating_add(HORIZON) - h.first) as f64 {
-                return Frozen::Never;
-            }
-            let ceil = offset.ceil();
-            Frozen::At {
-                t: h.first.saturating_add(ceil as Millis),
-                offset,
-                before_is_short: target <= 0.999 && offset - (ceil - 1.0) > ROUNDING_MARGIN,
-            }
-        }
-    }
-}
-
-/// Secant probes in a crossing search before it falls back to bisection (a few suffice; the
-/// budget bounds the pathological cases).
-const SECANT_PROBES: usize = 12;
-
-/// An instant looked at in a crossing search: the risk there less theta, and ψ = φ − t, φ the
-/// crossing with the engagement signals held at their value there (where the model has a
-/// closed form).
-#[derive(Debug, Clone, Copy)]
-struct Probe {
-    t: Millis,
-    gap: f64,
-    psi: Option<f64>,
-}
-
-impl Probe {
-    /// The root of the secant through `self` and `other`: on ψ where both have it (nearly
-    /// linear), else on the risk itself.
-    fn secant(&self, other: &Probe) -> Option<f64> {
-        let (y0, y1) = match (self.psi, other.psi) {
-            (Some(p0), Some(p1)) => (p0, p1),
-            _ => (self.gap, other.gap),
-        };
-        let root = other.t as f64 - y1 * (other.t - self.t) as f64 / (y1 - y0);
-        (y0 != y1 && root.is_finite()).then_some(root)
-    }
-}
-
 /// The first whole millisecond after `now` at which the risk reaches `theta`, or `None`.
 /// `None` too when it cannot come before `bound` (another candidate that is earlier anyway),
-/// which saves the search on most events.
-///
-/// Between events the risk is non-decreasing in time (module docs), so the search keeps a
-/// bracket: the risk is below theta at `lo` and has reached it at `hi`. The closed form for
-/// `p_dead` gives the crossing φ(u) with the engagement signals held at their value at an
-/// instant `u`; held there they understate the risk after `u` and overstate it before, so
-/// φ(u) is an upper bound on the crossing if `u` is before it and a lower bound if after.
-/// Without engagement weight φ is constant and is the crossing (checked at the millisecond).
+/// which saves the verification on most events.
 fn risk_crossing(a: &Assessment, theta: f64, now: Millis, bound: Option<Millis>) -> Option<Millis> {
     let h = a.history?;
     let card = a.risk_card;
-    if a.risk >= theta || (card.w_dead <= 0.0 && !card.engagement_moves()) {
+    if card.w_dead <= 0.0 || a.risk >= theta {
         return None;
     }
-    let clicks = a.clicks.filter(|_| card.engagement_moves());
-    let frozen = |m: &Moving| frozen_crossing(a, &h, theta, card.fixed(m), now);
-    let psi = |t: Millis, f: Frozen| match f {
-        Frozen::At { t: at, offset, .. } if at != Millis::MIN => {
-            Some((h.first - t) as f64 + offset)
-        }
-        _ => None,
-    };
-    // The moving signals at `t`, and the risk there.
-    let look = |t: Millis| {
-        let mut m = a.moving;
-        m.p_dead = h.p_dead(&a.model, t).unwrap_or(0.0);
-        if let Some(c) = clicks {
-            let (low, falling) = c.signals(&c.at(t));
-            m.low = low.unwrap_or(0.0);
-            m.falling = falling.unwrap_or(0.0);
-        }
-        (m, card.score(&m))
-    };
+    let risk_at = |t: Millis| card.score(h.p_dead(&a.model, t));
+    let reached = |t: Millis| risk_at(t) >= theta;
+    let target = (theta * card.total - card.other) / card.w_dead;
+    if target > 1.0 {
+        return None;
+    }
+    // Close to p_dead = 1 the inverse is ill-conditioned: verify both sides there.
+    let sensitive = target > 0.999;
     let limit = now.saturating_add(HORIZON);
-
-    // A lower bound: each engagement signal is at most 1. Most events stop here.
-    let mut lo = now;
-    let top = Moving {
-        p_dead: 0.0,
-        low: 1.0,
-        falling: 1.0,
-    };
-    let at_top = frozen(&top);
-    match at_top {
-        Frozen::Never => return None,
-        Frozen::At {
-            t,
-            before_is_short: true,
-            ..
-        } if t.saturating_sub(1) > lo => lo = t - 1,
-        _ => {}
-    }
-    if lo >= limit || bound.is_some_and(|b| lo >= b) {
-        return None;
-    }
-    // An upper bound: φ(now); failing that, `bound`.
-    let at_now = if card.fixed(&top) == card.fixed(&a.moving) {
-        at_top
-    } else {
-        frozen(&a.moving)
-    };
-    let mut hi = None;
-    if let Frozen::At { t, .. } = at_now {
-        let u = t.max(lo + 1);
-        if u <= limit && bound.is_none_or(|b| u <= b) {
-            hi = Some((u, look(u))).filter(|(_, (_, risk))| *risk >= theta);
-        }
-    }
-    if hi.is_none() {
-        if let Some(b) = bound {
-            let (m, risk) = look(b);
-            if risk < theta {
+    let guess = match a
+        .model
+        .age_at_p_dead(h.x, h.t_x, target.max(f64::MIN_POSITIVE))
+    {
+        Ok(None) => return None,
+        Ok(Some(age)) => {
+            let offset = age * h.unit;
+            if offset >= (limit - h.first) as f64 {
                 return None;
             }
-            hi = Some((b, (m, risk)));
-        }
-    }
-    let Some((mut hi, (m_hi, risk_hi))) = hi else {
-        return gallop(lo, limit, &|t| look(t).1 >= theta);
-    };
-    if hi - lo <= 1 {
-        return Some(hi);
-    }
-    // Narrow the bracket one probe at a time, each at the root of the secant through the last
-    // two: ψ falls through 0 at the crossing nearly linearly (ψ' = φ' − 1, φ' small and
-    // smooth), so the error shrinks superlinearly and a few probes reach the millisecond. A
-    // probe that reached theta also bounds the crossing from below through φ.
-    let mut older = Probe {
-        t: now,
-        gap: a.risk - theta,
-        psi: psi(now, at_now),
-    };
-    let mut newer = Probe {
-        t: hi,
-        gap: risk_hi - theta,
-        psi: psi(hi, frozen(&m_hi)),
-    };
-    for n in 0.. {
-        if hi - lo <= 1 {
-            break;
-        }
-        let c = older
-            .secant(&newer)
-            .filter(|_| n < SECANT_PROBES)
-            .map_or(lo + (hi - lo) / 2, |root| root.ceil() as Millis)
-            .clamp(lo + 1, hi - 1);
-        let (m, risk) = look(c);
-        let f = frozen(&m);
-        if risk >= theta {
-            hi = c;
-            if let Frozen::At {
-                t,
-                before_is_short: true,
-                ..
-            } = f
-            {
-                if t - 1 < hi {
-                    lo = lo.max(t - 1);
+            let ceil = offset.ceil();
+            let guess = h.first + ceil as Millis;
+            if guess <= now {
+                (now + 1, true)
+            } else {
+                if !sensitive && bound.is_some_and(|b| guess - 1 > b) {
+                    return None;
                 }
+                (guess, sensitive || offset - (ceil - 1.0) <= ROUNDING_MARGIN)
             }
-        } else {
-            lo = c;
         }
-        older = newer;
-        newer = Probe {
-            t: c,
-            gap: risk - theta,
-            psi: psi(c, f),
-        };
+        Err(()) => (now + 1, true),
+    };
+    let (guess, check_earlier) = guess;
+    if reached(guess) {
+        if guess - 1 <= now || !check_earlier || !reached(guess - 1) {
+            return Some(guess);
+        }
+        return Some(bisect(now, guess, &reached));
     }
-    Some(hi)
-}
-
-/// The first `t` in `(lo, limit]` with `reached(t)`, given `!reached(lo)`: gallop up to a
-/// bracket, then bisect.
-fn gallop(mut lo: Millis, limit: Millis, reached: &dyn Fn(Millis) -> bool) -> Option<Millis> {
-    let mut step = HOUR;
+    // Gallop up to a bracket, then bisect.
+    let (mut lo, mut step) = (guess, DAY.min(HOUR.max(guess - now)));
     loop {
         let hi = lo.saturating_add(step).min(limit);
         if reached(hi) {
-            return Some(bisect(lo, hi, reached));
+            return Some(bisect(lo, hi, &reached));
         }
-        if hi >= limit {
+        if hi >= limit || bound.is_some_and(|b| hi > b) {
             return None;
         }
         lo = hi;
@@ -1355,13 +1057,10 @@ pub struct Evaluation {
     /// Each signal's part of `churn_risk`; they sum to it.
     pub contributions: Signals,
     pub clv: Option<Clv>,
-    /// The engagement score at `at`: the weighted clicks, each halved every half-life up to
-    /// `at` (an instant before the last click sees the score at the last click).
+    /// The engagement score as of the last click.
     pub engagement: Option<f64>,
-    /// Short-half-life click rate over the baseline rate at `at` (1 = steady, < 1 falling).
+    /// Short-half-life click rate over the baseline rate, as of the last click (1 = steady).
     pub engagement_trend: Option<f64>,
-    /// The engagement score at the last click (what `engagement` decays from).
-    pub last_click_engagement: Option<f64>,
     pub support: SupportHealth,
     /// The earliest instant after `at` at which this evaluation can differ with no new event.
     pub next_change: Option<Millis>,
@@ -1403,13 +1102,12 @@ fn finish(
         mean_gap_days: mean_gap(state).map(|g| g / DAY as f64),
         p_alive: a.p_dead.map(|p| 1.0 - p),
         churn_risk: a.risk,
-        health: 100.0 * (1.0 - health_card.score(&a.moving)),
+        health: 100.0 * (1.0 - health_card.score(a.p_dead)),
         signals: a.signals,
         contributions,
         clv: a.history.and_then(|h| clv(state, &h, &a.model, now, cfg)),
-        engagement: a.engagement.map(|e| e.score),
-        engagement_trend: a.engagement.and_then(|e| e.trend),
-        last_click_engagement: (c.events > 0).then_some(c.engagement),
+        engagement: (c.events > 0).then_some(c.engagement),
+        engagement_trend: trend(c, cfg),
         support: SupportHealth {
             open_tickets: sup.open.len() as u32,
             oldest_open_ticket_days: sup
@@ -1724,13 +1422,12 @@ fn signal_text(s: Signal, v: f64, eval: &Evaluation, cfg: &ScoringConfig) -> Str
             eval.days_since_last_order.unwrap_or(0.0)
         ),
         Signal::EngagementLow => format!(
-            "engagement {:.1} now, {:.1} at the last click (reference {:.0})",
+            "engagement {:.1} at the last click (reference {:.0})",
             eval.engagement.unwrap_or(0.0),
-            eval.last_click_engagement.unwrap_or(0.0),
             cfg.engagement.reference
         ),
         Signal::EngagementFalling => format!(
-            "click rate now at {:.0}% of its baseline",
+            "click rate at {:.0}% of its baseline",
             100.0 * eval.engagement_trend.unwrap_or(1.0)
         ),
         Signal::CartAbandonment => format!("{:.0}% of carts abandoned", 100.0 * v),
