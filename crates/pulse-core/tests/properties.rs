@@ -60,6 +60,7 @@ impl Partition {
                 prop_assert!(next > due, "timer {} not after {}", next, due);
                 self.timers.insert((next, id.clone()));
             }
+            check_nothing_changes_before(state, due, d.next_timer, &self.cfg)?;
             let changed = !d.alerts.is_empty()
                 || announced != state.announced
                 || clicks != state.clicks
@@ -89,6 +90,7 @@ impl Partition {
             prop_assert!(t > self.clock, "timer {} not after now {}", t, self.clock);
             self.timers.insert((t, e.customer_id.clone()));
         }
+        check_nothing_changes_before(state, self.clock, d.next_timer, &self.cfg)?;
         self.alerts.extend(d.alerts);
         self.applied += 1;
         check_ranges(state, self.clock, &self.cfg)?;
@@ -102,6 +104,34 @@ impl Partition {
             .cloned()
             .collect()
     }
+}
+
+/// The other half of a timer's exactness (the partition checks that it changes something at
+/// its due instant): nothing it stands for changes before it. The stage and segment at
+/// `now` still hold a millisecond before the timer and halfway there (or, with no timer,
+/// long after).
+fn check_nothing_changes_before(
+    s: &CustomerState,
+    now: Millis,
+    next: Option<Millis>,
+    cfg: &ScoringConfig,
+) -> Result<(), TestCaseError> {
+    let at_now = evaluate(s, now, cfg);
+    let last = next.map_or(now + 400 * DAY, |t| t - 1);
+    for t in [now + (last - now) / 2, last] {
+        let e = evaluate(s, t, cfg);
+        prop_assert_eq!(
+            (e.stage, e.segment),
+            (at_now.stage, at_now.segment),
+            "changed by {} (now {}, timer {:?}, risk {} then {})",
+            t,
+            now,
+            next,
+            at_now.churn_risk,
+            e.churn_risk
+        );
+    }
+    Ok(())
 }
 
 fn check_ranges(s: &CustomerState, at: Millis, cfg: &ScoringConfig) -> Result<(), TestCaseError> {
