@@ -406,24 +406,44 @@ pub fn evolve(state: &mut CustomerState, event: &Event, cfg: &ScoringConfig) {
                 OrderKind::Placed => {
                     let day = day_of(t);
                     let amount = if same_currency { o.amount_minor } else { 0 };
-                    match (f.first_at, f.last_at) {
+                    let trusted = f.knows_recent_days();
+                    let known = match (f.first_at, f.last_at) {
                         (Some(first), Some(last)) => {
                             if day < day_of(first) {
                                 // An earlier first day: the old one becomes a repeat purchase.
                                 f.purchase_days += 1;
                                 f.first_day_minor = amount;
+                                true
                             } else if day == day_of(first) {
                                 f.first_day_minor += amount;
+                                true
                             } else if day > day_of(last) {
                                 f.purchase_days += 1;
+                                true
+                            } else if f.recent_days.binary_search(&day).is_ok() {
+                                true
+                            } else if trusted
+                                && f.recent_days.first().is_some_and(|oldest| day > *oldest)
+                            {
+                                // A late order on a day between known purchase days, new.
+                                f.purchase_days += 1;
+                                true
+                            } else {
+                                // Older than the days kept: it may or may not be a new day,
+                                // and it is not counted (x can only undercount).
+                                false
                             }
-                            // A late order between known days may or may not be a new day:
-                            // without the day list it is not counted (x can only undercount).
                         }
                         _ => {
                             f.purchase_days = 1;
                             f.first_day_minor = amount;
+                            true
                         }
+                    };
+                    // An untrusted list (a schema-1 state) only grows at the top, so that
+                    // it becomes trusted once it holds the latest days.
+                    if known && (trusted || f.recent_days.last().is_none_or(|l| day > *l)) {
+                        f.record_purchase_day(day);
                     }
                     f.count += 1;
                     f.first_at = Some(f.first_at.map_or(t, |first| first.min(t)));

@@ -7,8 +7,13 @@ use serde::{Deserialize, Serialize};
 use crate::event::Millis;
 
 /// Version of the stored encoding of [`CustomerState`]. Bump it on any incompatible change and
-/// teach the store to read the older one (or refuse it by name).
-pub const STATE_SCHEMA_VERSION: u16 = 1;
+/// teach the store to read the older one (or refuse it by name). 2 added
+/// [`OrderFacts::recent_days`]; a schema-1 state reads with
+/// [`OrderFacts::seed_recent_days`].
+pub const STATE_SCHEMA_VERSION: u16 = 2;
+
+/// Bound on [`OrderFacts::recent_days`].
+pub const RECENT_PURCHASE_DAYS: usize = 32;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +37,12 @@ pub struct OrderFacts {
     pub purchase_days: u32,
     pub first_at: Option<Millis>,
     pub last_at: Option<Millis>,
+    /// The latest distinct purchase days (UTC day numbers, ascending), at most
+    /// [`RECENT_PURCHASE_DAYS`], so that a late order on a day between known purchase days
+    /// is counted exactly when that day is new. Trusted only while it holds the latest
+    /// `min(purchase_days, RECENT_PURCHASE_DAYS)` days (see [`Self::knows_recent_days`]).
+    #[serde(default)]
+    pub recent_days: Vec<i64>,
     /// Net spend in minor units of `currency` (the customer's first currency).
     pub total_minor: i64,
     /// Spend on the first purchase day, so Gamma-Gamma can average repeat purchases only.
@@ -41,6 +52,40 @@ pub struct OrderFacts {
     pub other_currency_orders: u32,
     pub cancelled: u32,
     pub refunded: u32,
+}
+
+impl OrderFacts {
+    /// `true` while [`Self::recent_days`] holds every purchase day from its oldest on, so
+    /// a day at or after that oldest one and not in it is a new purchase day.
+    pub fn knows_recent_days(&self) -> bool {
+        self.recent_days.len() == (self.purchase_days as usize).min(RECENT_PURCHASE_DAYS)
+    }
+
+    /// Records `day` as a purchase day in [`Self::recent_days`] (sorted, distinct, the
+    /// latest [`RECENT_PURCHASE_DAYS`]).
+    pub fn record_purchase_day(&mut self, day: i64) {
+        if let Err(at) = self.recent_days.binary_search(&day) {
+            self.recent_days.insert(at, day);
+            if self.recent_days.len() > RECENT_PURCHASE_DAYS {
+                self.recent_days.remove(0);
+            }
+        }
+    }
+
+    /// A schema-1 state has no [`Self::recent_days`]. Up to two purchase days they are the
+    /// first and the last; with more, only the last is known, and the list stays untrusted
+    /// (late orders between known days are not counted, as in schema 1) until it has grown
+    /// at the top to [`RECENT_PURCHASE_DAYS`] days.
+    pub fn seed_recent_days(&mut self) {
+        let day = |at: Millis| at.div_euclid(crate::event::DAY);
+        if self.purchase_days <= 2 {
+            for at in [self.first_at, self.last_at].into_iter().flatten() {
+                self.record_purchase_day(day(at));
+            }
+        } else if let Some(last) = self.last_at {
+            self.record_purchase_day(day(last));
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

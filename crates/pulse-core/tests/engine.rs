@@ -333,6 +333,40 @@ fn given_rfm_cut_points_then_scores_follow_them() {
     assert_eq!(e.recency_score, 1);
 }
 
+#[test]
+fn given_a_late_order_between_known_purchase_days_then_it_counts_once_if_its_day_is_new() {
+    let mut c = Customer::new();
+    c.order(day(0.0), 1_000);
+    c.order(day(20.0), 1_000);
+    // Arrives after day 20 was folded, on a day between: a new purchase day.
+    c.order(day(10.0), 1_000);
+    assert_eq!(c.state.orders.purchase_days, 3);
+    // Again on day 10, and on day 20 (late, but known): no new purchase day.
+    c.order(day(10.0) + 3 * HOUR, 1_000);
+    c.order(day(20.0) + HOUR, 1_000);
+    assert_eq!(c.state.orders.purchase_days, 3);
+    assert_eq!(c.state.orders.count, 5);
+    // The recency t_x is still the last purchase: day 20.
+    assert_eq!(c.state.orders.last_at, Some(day(20.0) + HOUR));
+}
+
+#[test]
+fn given_more_purchase_days_than_are_kept_then_a_late_order_older_than_them_is_not_counted() {
+    use pulse_core::state::RECENT_PURCHASE_DAYS;
+    let mut c = Customer::new();
+    // 40 purchase days, every other day: 0, 2, …, 78; the latest 32 kept are 16 … 78.
+    for d in 0..40 {
+        c.order(day(f64::from(2 * d)), 1_000);
+    }
+    assert_eq!(c.state.orders.recent_days.len(), RECENT_PURCHASE_DAYS);
+    // Day 77 lies among the kept days and is new; day 1 is older than all of them: whether
+    // it is new cannot be known, and it is not counted (x can only undercount).
+    c.order(day(77.0), 1_000);
+    assert_eq!(c.state.orders.purchase_days, 41);
+    c.order(day(1.0), 1_000);
+    assert_eq!(c.state.orders.purchase_days, 41);
+}
+
 // ----- models, CLV and value tiers -----------------------------------------------------------
 
 #[test]

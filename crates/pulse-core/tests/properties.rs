@@ -359,4 +359,36 @@ proptest! {
             prop_assert!(w[1].churn_risk >= w[0].churn_risk, "risk fell from {} to {}", w[0].churn_risk, w[1].churn_risk);
         }
     }
+    /// While a customer has no more purchase days than are kept, the purchase-day count (the
+    /// BTYD models' x + 1) does not depend on the order in which late orders arrive.
+    #[test]
+    fn purchase_days_do_not_depend_on_arrival_order(
+        times in proptest::collection::vec(0..120 * DAY, 1..40),
+        shuffle in proptest::collection::vec(any::<u32>(), 40),
+    ) {
+        let cfg = ScoringConfig::default();
+        let distinct: BTreeSet<Millis> = times.iter().map(|t| t / DAY).collect();
+        prop_assume!(distinct.len() <= pulse_core::state::RECENT_PURCHASE_DAYS);
+        let order = |t: Millis| Event {
+            event_id: format!("e-{t}"),
+            customer_id: "a".into(),
+            occurred_at: T0 + t,
+            body: Body::Order(Order {
+                kind: OrderKind::Placed,
+                order_id: format!("o-{t}"),
+                amount_minor: 1_000,
+                currency: "EUR".into(),
+                item_count: 1,
+                channel: None,
+            }),
+        };
+        let mut arrival: Vec<(u32, Millis)> = times.iter().zip(&shuffle).map(|(t, k)| (*k, *t)).collect();
+        arrival.sort_unstable();
+        let mut state = CustomerState::default();
+        for (_, t) in arrival {
+            pulse_core::engine::evolve(&mut state, &order(t), &cfg);
+        }
+        prop_assert_eq!(state.orders.purchase_days as usize, distinct.len());
+        prop_assert!(state.orders.knows_recent_days());
+    }
 }

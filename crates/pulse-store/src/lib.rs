@@ -53,7 +53,7 @@ pub enum StoreError {
     #[error("state was written with store schema {found}; this binary reads schema {supported} — use a binary of that version or rebuild the state by replay")]
     SchemaVersion { found: u16, supported: u16 },
     #[error(
-        "customer state was written with schema {found}; this binary reads schema {supported}"
+        "customer state was written with schema {found}; this binary reads schemas 1 to {supported}"
     )]
     StateVersion { found: u16, supported: u16 },
     #[error("corrupt {what} record")]
@@ -492,16 +492,22 @@ pub fn decode_state(bytes: &[u8]) -> Result<CustomerState, StoreError> {
         what: "customer",
         source: None,
     })?;
-    if found != STATE_SCHEMA_VERSION {
+    // Schema 1 lacks `orders.recent_days` (serde's default, then seeded from what it knows).
+    if found != STATE_SCHEMA_VERSION && found != 1 {
         return Err(StoreError::StateVersion {
             found,
             supported: STATE_SCHEMA_VERSION,
         });
     }
-    serde_json::from_slice(&bytes[2..]).map_err(|e| StoreError::Corrupt {
-        what: "customer",
-        source: Some(e),
-    })
+    let mut state: CustomerState =
+        serde_json::from_slice(&bytes[2..]).map_err(|e| StoreError::Corrupt {
+            what: "customer",
+            source: Some(e),
+        })?;
+    if found == 1 {
+        state.orders.seed_recent_days();
+    }
+    Ok(state)
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -806,6 +812,36 @@ mod tests {
         bytes[1] = 42;
         let err = decode_state(&bytes).unwrap_err();
         assert!(err.to_string().contains("schema 42"), "{err}");
+    }
+
+    #[test]
+    fn reads_schema_1_state_and_seeds_the_purchase_days_it_knows() {
+        // A schema-1 record: version 1, then the JSON of a state without `recent_days`.
+        let schema_1 = |s: &CustomerState| {
+            let mut json = serde_json::to_value(s).unwrap();
+            json["orders"]
+                .as_object_mut()
+                .unwrap()
+                .remove("recent_days");
+            let mut v = 1u16.to_be_bytes().to_vec();
+            v.extend(serde_json::to_vec(&json).unwrap());
+            v
+        };
+        let day = pulse_core::DAY;
+        let mut s = CustomerState::default();
+        s.orders.first_at = Some(3 * day + 5);
+        s.orders.last_at = Some(9 * day + 7);
+        s.orders.purchase_days = 2;
+        let read = decode_state(&schema_1(&s)).unwrap();
+        assert_eq!(read.orders.recent_days, vec![3, 9]);
+        assert!(read.orders.knows_recent_days());
+        // With more purchase days than first and last, only the last is known: untrusted.
+        s.orders.purchase_days = 5;
+        let read = decode_state(&schema_1(&s)).unwrap();
+        assert_eq!(read.orders.recent_days, vec![9]);
+        assert!(!read.orders.knows_recent_days());
+        // Written back, it is schema 2 and reads unchanged.
+        assert_eq!(decode_state(&encode_state(&read)).unwrap(), read);
     }
 
     proptest! {
