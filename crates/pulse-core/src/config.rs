@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Millis, DAY, HOUR, MINUTE};
-use crate::models::MAX_CLV_PERIODS;
+use crate::models::{BgNbd, GammaGamma, MbgNbd, ParetoNbd, MAX_CLV_PERIODS};
 
 /// The rules of the engine. Durations named `_days` are whole days of event time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,7 +56,7 @@ pub struct ScoringConfig {
 
     // ----- models and signals -----
     pub model: ModelConfig,
-    pub gamma_gamma: GammaGammaConfig,
+    pub gamma_gamma: GammaGamma,
     pub clv: ClvConfig,
     pub value_tier: ValueTierConfig,
     pub engagement: EngagementConfig,
@@ -83,7 +83,7 @@ impl Default for ScoringConfig {
             monetary_cuts_minor: [5_000, 15_000, 40_000, 100_000],
             segment_min_dwell_days: 7,
             model: ModelConfig::default(),
-            gamma_gamma: GammaGammaConfig::default(),
+            gamma_gamma: GammaGamma::default(),
             clv: ClvConfig::default(),
             value_tier: ValueTierConfig::default(),
             engagement: EngagementConfig::default(),
@@ -142,9 +142,10 @@ impl TimeUnit {
 pub struct ModelConfig {
     pub kind: ModelKind,
     pub time_unit: TimeUnit,
-    pub mbg_nbd: BetaGeometricParams,
-    pub bg_nbd: BetaGeometricParams,
-    pub pareto_nbd: ParetoParams,
+    /// All four parameters or none (a fit gives them together), as for the other two.
+    pub mbg_nbd: MbgNbd,
+    pub bg_nbd: BgNbd,
+    pub pareto_nbd: ParetoNbd,
 }
 
 impl Default for ModelConfig {
@@ -153,21 +154,21 @@ impl Default for ModelConfig {
             kind: ModelKind::MbgNbd,
             time_unit: TimeUnit::Week,
             // BTYDplus `mbgcnbd` fit to CDNOW (as quoted by the `lifetimes` test-suite).
-            mbg_nbd: BetaGeometricParams {
+            mbg_nbd: MbgNbd {
                 r: 0.525,
                 alpha: 6.183,
                 a: 0.891,
                 b: 1.614,
             },
             // Fader, Hardie & Lee (2005), CDNOW.
-            bg_nbd: BetaGeometricParams {
+            bg_nbd: BgNbd {
                 r: 0.2425982,
                 alpha: 4.4136842,
                 a: 0.7929899,
                 b: 2.4261667,
             },
             // Fader & Hardie's Pareto/NBD CDNOW fit.
-            pareto_nbd: ParetoParams {
+            pareto_nbd: ParetoNbd {
                 r: 0.5533,
                 alpha: 10.5776,
                 s: 0.6061,
@@ -177,40 +178,12 @@ impl Default for ModelConfig {
     }
 }
 
-/// BG/NBD and MBG/NBD parameters: purchase rate ~ Gamma(r, alpha), dropout ~ Beta(a, b).
-/// All four or none (a fit gives them together; the two models have different defaults).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BetaGeometricParams {
-    pub r: f64,
-    pub alpha: f64,
-    pub a: f64,
-    pub b: f64,
-}
-
-/// Pareto/NBD parameters: purchase rate ~ Gamma(r, alpha), dropout rate ~ Gamma(s, beta).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ParetoParams {
-    pub r: f64,
-    pub alpha: f64,
-    pub s: f64,
-    pub beta: f64,
-}
-
-/// Gamma-Gamma spend model. Amounts are minor units of the customer's currency, so `v` is
-/// too: the default is CDNOW's fit (p = 6.25, q = 3.74, v = 15.44 dollars) in cents.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GammaGammaConfig {
-    pub p: f64,
-    pub q: f64,
-    pub v: f64,
-}
-
-impl Default for GammaGammaConfig {
+/// The Gamma-Gamma spend model's default, which a `[scoring.gamma_gamma]` table overrides
+/// field by field. Amounts are minor units of the customer's currency, so `v` is too: CDNOW's
+/// fit (p = 6.25, q = 3.74, v = 15.44 dollars) in cents.
+impl Default for GammaGamma {
     fn default() -> Self {
-        GammaGammaConfig {
+        GammaGamma {
             p: 6.25,
             q: 3.74,
             v: 1544.0,
@@ -504,11 +477,12 @@ impl ScoringConfig {
     }
 
     fn validate_models(&self) -> Result<(), InvalidConfig> {
+        let (m, b) = (&self.model.mbg_nbd, &self.model.bg_nbd);
         for (name, p) in [
-            ("mbg_nbd", &self.model.mbg_nbd),
-            ("bg_nbd", &self.model.bg_nbd),
+            ("mbg_nbd", [m.r, m.alpha, m.a, m.b]),
+            ("bg_nbd", [b.r, b.alpha, b.a, b.b]),
         ] {
-            for (k, v) in [("r", p.r), ("alpha", p.alpha), ("a", p.a), ("b", p.b)] {
+            for (k, v) in ["r", "alpha", "a", "b"].into_iter().zip(p) {
                 positive(&format!("model.{name}.{k}"), v)?;
             }
         }
@@ -668,5 +642,23 @@ mod tests {
         let mut cfg = ScoringConfig::default();
         cfg.gamma_gamma.q = 1.0;
         assert_eq!(cfg.validate().unwrap_err().key, "gamma_gamma.q");
+    }
+
+    #[test]
+    fn model_tables_are_the_models_own_parameters_strictly() {
+        // A Gamma-Gamma table overrides field by field; a transaction model takes all four.
+        let cfg: ScoringConfig = serde_json::from_str(r#"{"gamma_gamma": {"q": 4.0}}"#).unwrap();
+        assert_eq!(
+            cfg.gamma_gamma,
+            GammaGamma {
+                q: 4.0,
+                ..GammaGamma::default()
+            }
+        );
+        let partial = r#"{"model": {"mbg_nbd": {"r": 1.0}}}"#;
+        assert!(serde_json::from_str::<ScoringConfig>(partial).is_err());
+        let unknown = r#"{"model": {"bg_nbd": {"r": 1, "alpha": 1, "a": 1, "b": 1, "c": 1}}}"#;
+        let err = serde_json::from_str::<ScoringConfig>(unknown).unwrap_err();
+        assert!(err.to_string().contains("unknown field `c`"), "{err}");
     }
 }

@@ -60,9 +60,7 @@
 use crate::alert::{Alert, AlertKind, Reason, Score};
 use crate::config::{ModelKind, ScoringConfig, Weights};
 use crate::event::{Body, ClickKind, Event, Millis, OrderKind, SupportKind, DAY, HOUR};
-use crate::models::{
-    discounted_clv, BgNbd, ClvSchedule, ExpectedPurchases, GammaGamma, MbgNbd, ParetoNbd,
-};
+use crate::models::{discounted_clv, BgNbd, ClvSchedule, ExpectedPurchases, MbgNbd, ParetoNbd};
 use crate::state::{
     ClickFacts, CustomerState, NpsClass, OpenTicket, Segment, Stage, SupportFacts, ValueTier,
     MAX_OPEN_TICKETS,
@@ -235,24 +233,9 @@ impl Model {
     fn of(cfg: &ScoringConfig) -> Model {
         let m = &cfg.model;
         match m.kind {
-            ModelKind::MbgNbd => Model::Mbg(MbgNbd {
-                r: m.mbg_nbd.r,
-                alpha: m.mbg_nbd.alpha,
-                a: m.mbg_nbd.a,
-                b: m.mbg_nbd.b,
-            }),
-            ModelKind::BgNbd => Model::Bg(BgNbd {
-                r: m.bg_nbd.r,
-                alpha: m.bg_nbd.alpha,
-                a: m.bg_nbd.a,
-                b: m.bg_nbd.b,
-            }),
-            ModelKind::ParetoNbd => Model::Pareto(ParetoNbd {
-                r: m.pareto_nbd.r,
-                alpha: m.pareto_nbd.alpha,
-                s: m.pareto_nbd.s,
-                beta: m.pareto_nbd.beta,
-            }),
+            ModelKind::MbgNbd => Model::Mbg(m.mbg_nbd),
+            ModelKind::BgNbd => Model::Bg(m.bg_nbd),
+            ModelKind::ParetoNbd => Model::Pareto(m.pareto_nbd),
         }
     }
 
@@ -1158,12 +1141,7 @@ fn clv(
     cfg: &ScoringConfig,
 ) -> Option<Clv> {
     let o = &state.orders;
-    let g = &cfg.gamma_gamma;
-    let spend = GammaGamma {
-        p: g.p,
-        q: g.q,
-        v: g.v,
-    };
+    let spend = cfg.gamma_gamma;
     let repeat_minor = (o.total_minor - o.first_day_minor).max(0) as f64;
     let mean_repeat = if h.x > 0.0 { repeat_minor / h.x } else { 0.0 };
     let expected_spend_minor = spend.conditional_expected_average_value(h.x, mean_repeat);

@@ -898,6 +898,7 @@ where
 /// (shape `r`, rate `alpha`), and after each *repeat* purchase the customer drops out with
 /// probability `p ~ Beta(a, b)`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BgNbd {
     /// Shape of the Gamma purchase-rate distribution.
     pub r: f64,
@@ -998,6 +999,7 @@ impl ExpectedPurchases for BgNbd {
 /// MBG/NBD parameters (Batislam, Denizel & Filiztekin 2007): as BG/NBD, but the customer
 /// may also drop out right after the *first* purchase, so one-time buyers can be dead.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MbgNbd {
     /// Shape of the Gamma purchase-rate distribution.
     pub r: f64,
@@ -1085,6 +1087,7 @@ impl ExpectedPurchases for MbgNbd {
 /// Pareto/NBD parameters (Schmittlein, Morrison & Colombo 1987): purchase rate
 /// `λ ~ Gamma(r, alpha)`, exponential lifetime with dropout rate `μ ~ Gamma(s, beta)`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ParetoNbd {
     /// Shape of the Gamma purchase-rate distribution.
     pub r: f64,
@@ -1201,6 +1204,7 @@ impl ExpectedPurchases for ParetoNbd {
 /// value is Gamma(p, ν) with customer-level `ν ~ Gamma(q, v)`; spend is assumed independent
 /// of the transaction process.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct GammaGamma {
     /// Shape of each transaction's Gamma value distribution.
     pub p: f64,

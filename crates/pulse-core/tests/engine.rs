@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use pulse_core::config::{ModelKind, Weights};
 use pulse_core::event::{ClickKind, SupportKind, HOUR, MINUTE};
-use pulse_core::models::{BgNbd, GammaGamma, MbgNbd};
+use pulse_core::models::BgNbd;
 use pulse_core::{
     engine, evaluate, AlertKind, NpsClass, ScoringConfig, Segment, Signal, Stage, ValueTier, DAY,
 };
@@ -381,21 +381,10 @@ fn given_orders_then_the_btyd_conventions_hold() {
     let at = day(49.0);
     let e = c.eval(at);
     // x = 2, t_x = 4 weeks, T = 7 weeks.
-    let p = ScoringConfig::default().model.mbg_nbd;
-    let m = MbgNbd {
-        r: p.r,
-        alpha: p.alpha,
-        a: p.a,
-        b: p.b,
-    };
+    let m = ScoringConfig::default().model.mbg_nbd;
     assert_eq!(e.p_alive, Some(m.p_alive(2.0, 4.0, 7.0)));
     // Gamma-Gamma averages the repeat purchases only: (2000 + 4000) / 2.
-    let g = ScoringConfig::default().gamma_gamma;
-    let gg = GammaGamma {
-        p: g.p,
-        q: g.q,
-        v: g.v,
-    };
+    let gg = ScoringConfig::default().gamma_gamma;
     let clv = e.clv.expect("clv");
     assert_eq!(
         clv.expected_spend_minor,
@@ -445,7 +434,7 @@ fn given_the_published_bg_nbd_example_then_the_engine_model_agrees() {
     };
     let p = bg.p_alive(26.0, 30.857, 31.0);
     assert!(((p - 0.9688523) / 0.9688523).abs() < 1e-5, "{p}");
-    assert_eq!(ScoringConfig::default().model.bg_nbd.alpha, bg.alpha);
+    assert_eq!(ScoringConfig::default().model.bg_nbd, bg);
 }
 
 // ----- engagement ---------------------------------------------------------------------------
