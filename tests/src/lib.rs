@@ -768,6 +768,41 @@ pub fn sum_partitions(
 }
 
 /// Day `d` of the tests' calendar (2025-01-01 + d days) in epoch milliseconds.
+/// The customer the timer tests watch, `c-weekly`: six orders a week apart (days 0 … 35,
+/// 30.00 EUR each) produced and folded (its profile counts six), so a timer is scheduled for
+/// its silence. Returns a customer on the other of the canonical log's two partitions, whose
+/// events move ingest's watermark while the buyer's partition only sees ticks.
+pub async fn weekly_buyer_and_driver(
+    p: &FutureProducer,
+    cfg: &Config,
+    addr: SocketAddr,
+    buyer: &str,
+) -> anyhow::Result<String> {
+    let buyer_partition = pulse::kafka::partition_for(buyer.as_bytes(), 2);
+    let driver = (0..)
+        .map(|i| format!("c-driver-{i}"))
+        .find(|c| pulse::kafka::partition_for(c.as_bytes(), 2) != buyer_partition)
+        .expect("a key on the other partition");
+    for week in 0..6 {
+        let order = format!(
+            r#"{{"event_id":"o-{week}","customer_id":"{buyer}","occurred_at":{},"type":"order_placed","order_id":"o{week}","amount":"30.00","currency":"EUR"}}"#,
+            day(week * 7)
+        );
+        produce(p, &cfg.topics.orders, Some(buyer), order.as_bytes(), &[]).await?;
+    }
+    // Folded before time moves on, so none of them arrives late.
+    wait_for(
+        "the six orders to be folded",
+        Duration::from_secs(60),
+        || {
+            http_get(addr, &format!("/v1/customers/{buyer}"))
+                .is_ok_and(|(code, body)| code == 200 && body.contains(r#""count":6"#))
+        },
+    )
+    .await?;
+    Ok(driver)
+}
+
 pub fn day(d: i64) -> i64 {
     1_735_689_600_000 + d * pulse_core::DAY
 }

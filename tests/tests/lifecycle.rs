@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use pulse_e2e::{
-    config, consume_all, consume_until, day, http_get, produce, producer, wait_for, Broker,
+    config, consume_all, consume_until, day, http_get, produce, producer, weekly_buyer_and_driver,
+    Broker,
 };
 
 async fn weekly_buyer_goes_silent(broker: Broker) -> anyhow::Result<()> {
@@ -17,31 +18,8 @@ async fn weekly_buyer_goes_silent(broker: Broker) -> anyhow::Result<()> {
 
     let buyer = "c-weekly";
     let buyer_partition = pulse::kafka::partition_for(buyer.as_bytes(), 2);
-    // A second customer on the other partition moves ingest's watermark; the buyer's partition
-    // then only sees ticks.
-    let driver = (0..)
-        .map(|i| format!("c-driver-{i}"))
-        .find(|c| pulse::kafka::partition_for(c.as_bytes(), 2) != buyer_partition)
-        .expect("a key on the other partition");
-
-    for week in 0..6 {
-        let order = format!(
-            r#"{{"event_id":"o-{week}","customer_id":"{buyer}","occurred_at":{},"type":"order_placed","order_id":"o{week}","amount":"30.00","currency":"EUR"}}"#,
-            day(week * 7)
-        );
-        produce(&p, &cfg.topics.orders, Some(buyer), order.as_bytes(), &[]).await?;
-    }
-    // Let the orders be folded before time moves on, so none of them arrives late.
     let addr = running.http_addr;
-    wait_for(
-        "the six orders to be folded",
-        Duration::from_secs(60),
-        || {
-            http_get(addr, &format!("/v1/customers/{buyer}"))
-                .is_ok_and(|(code, body)| code == 200 && body.contains(r#""count":6"#))
-        },
-    )
-    .await?;
+    let driver = weekly_buyer_and_driver(&p, &cfg, addr, buyer).await?;
     for d in 36..=240 {
         let view = format!(
             r#"{{"event_id":"v-{d}","customer_id":"{driver}","occurred_at":{},"type":"page_view"}}"#,

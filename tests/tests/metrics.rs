@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use pulse_e2e::{config, day, http_get, produce, producer, wait_for, Broker};
+use pulse_e2e::{
+    config, day, http_get, produce, producer, wait_for, weekly_buyer_and_driver, Broker,
+};
 
 /// Sum of every sample of `series`: a metric name, optionally with the start of its labels
 /// (`name{cause="timer"`); `None` if there is none.
@@ -44,27 +46,7 @@ async fn new_metrics_exist_and_move_mock() -> anyhow::Result<()> {
     // A weekly buyer (a timer is scheduled for their silence), then a driver on the other
     // partition whose events move time on: the buyer's timers fire from ticks alone.
     let buyer = "c-weekly";
-    let buyer_partition = pulse::kafka::partition_for(buyer.as_bytes(), 2);
-    let driver = (0..)
-        .map(|i| format!("c-driver-{i}"))
-        .find(|c| pulse::kafka::partition_for(c.as_bytes(), 2) != buyer_partition)
-        .expect("a key on the other partition");
-    for week in 0..6 {
-        let order = format!(
-            r#"{{"event_id":"o-{week}","customer_id":"{buyer}","occurred_at":{},"type":"order_placed","order_id":"o{week}","amount":"30.00","currency":"EUR"}}"#,
-            day(week * 7)
-        );
-        produce(&p, &cfg.topics.orders, Some(buyer), order.as_bytes(), &[]).await?;
-    }
-    wait_for(
-        "the six orders to be folded",
-        Duration::from_secs(60),
-        || {
-            http_get(addr, &format!("/v1/customers/{buyer}"))
-                .is_ok_and(|(code, body)| code == 200 && body.contains(r#""count":6"#))
-        },
-    )
-    .await?;
+    let driver = weekly_buyer_and_driver(&p, &cfg, addr, buyer).await?;
     // The pending-timer gauge is as of the last commit: wait for one.
     wait_for("a pending timer", Duration::from_secs(10), || {
         http_get(addr, "/metrics")
