@@ -767,6 +767,27 @@ pub fn sum_partitions(
         .sum()
 }
 
+/// Canonical-log records a running service has folded and committed: the sum of its
+/// partitions' checkpoints.
+pub fn folded(running: &pulse::Running) -> i64 {
+    sum_partitions(running, |s| {
+        s.checkpoint().ok().flatten().map_or(0, |c| c.next_offset)
+    })
+}
+
+/// Starts a service on `cfg`, waits until fold has reached `ends` and stops it.
+pub async fn run_to_end(cfg: Config, ends: &BTreeMap<i32, i64>) -> anyhow::Result<()> {
+    let running = pulse::start(cfg).await?;
+    wait_for(
+        "fold to reach the end of the log",
+        Duration::from_secs(120),
+        || caught_up(&running, ends),
+    )
+    .await?;
+    running.stop().await?;
+    Ok(())
+}
+
 /// Day `d` of the tests' calendar (2025-01-01 + d days) in epoch milliseconds.
 /// The customer the timer tests watch, `c-weekly`: six orders a week apart (days 0 … 35,
 /// 30.00 EUR each) produced and folded (its profile counts six), so a timer is scheduled for

@@ -79,17 +79,12 @@ async fn restart_mid_stream(signal: Signal) -> anyhow::Result<()> {
             anyhow::Ok(())
         })
     };
-    let folded = |f: &pulse::Running| {
-        pulse_e2e::sum_partitions(f, |s| {
-            s.checkpoint().ok().flatten().map_or(0, |c| c.next_offset)
-        })
-    };
     wait_for(
         "half the input sent and some folded",
         Duration::from_secs(60),
         || {
             sent.load(std::sync::atomic::Ordering::Relaxed) >= records.len() / 2
-                && folded(&fold) > 0
+                && pulse_e2e::folded(&fold) > 0
         },
     )
     .await?;

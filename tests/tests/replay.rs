@@ -3,10 +3,9 @@
 //! version is reported as different, not silently accepted.
 
 use std::path::Path;
-use std::time::Duration;
 
 use pulse::replay::{replay, ReplayArgs};
-use pulse_e2e::{caught_up, config, read_state, simulated_canonical_log, wait_for, Broker};
+use pulse_e2e::{config, read_state, run_to_end, simulated_canonical_log, Broker};
 
 /// The overrides the live run used, as a config file for `pulse replay`.
 fn config_file(dir: &Path, broker: &Broker, extra: &str) -> anyhow::Result<std::path::PathBuf> {
@@ -29,14 +28,7 @@ async fn replay_reproduces_live_state_and_alerts() -> anyhow::Result<()> {
     let ends = simulated_canonical_log(&broker, &tmp.path().join("ingest"), 50, 200, 3).await?;
     let live_dir = tmp.path().join("live");
     let fold_cfg = config(&broker, &live_dir, "live", "[ingest]\nenabled = false\n");
-    let fold = pulse::start(fold_cfg).await?;
-    wait_for(
-        "the live fold to reach the end",
-        Duration::from_secs(120),
-        || caught_up(&fold, &ends),
-    )
-    .await?;
-    fold.stop().await?;
+    run_to_end(fold_cfg, &ends).await?;
 
     // Replay with the same rules, verified against the live alert topics.
     let replay_dir = tmp.path().join("replay");

@@ -17,9 +17,7 @@ use std::time::Duration;
 use pulse::replay::{replay, Range, ReplayArgs, UsageError};
 use pulse_codec::{decode_canonical, Canonical, Encoding};
 use pulse_core::{Body, Millis};
-use pulse_e2e::{
-    caught_up, config, consume_all, read_state, simulated_canonical_log, wait_for, Broker,
-};
+use pulse_e2e::{config, consume_all, read_state, run_to_end, simulated_canonical_log, Broker};
 
 /// One canonical record as the test reads it.
 struct Record {
@@ -178,14 +176,7 @@ async fn fixture(broker: Broker) -> anyhow::Result<Fixture> {
         "live",
         "[ingest]\nenabled = false\n",
     );
-    let fold = pulse::start(live_cfg.clone()).await?;
-    wait_for(
-        "the live fold to reach the end",
-        Duration::from_secs(120),
-        || caught_up(&fold, &ends),
-    )
-    .await?;
-    fold.stop().await?;
+    run_to_end(live_cfg.clone(), &ends).await?;
     let log = read_log(&broker, &live_cfg.topics.canonical)?;
     assert_eq!(
         log.iter()

@@ -4,13 +4,12 @@
 //! dedupe cannot be what hides an event applied twice). Alerts: the same set of alert_ids,
 //! and every re-sent alert byte-identical to its first copy.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use pulse_e2e::{
-    alerts_by_id, assert_same_alerts, caught_up, create_run_topics, fold_run_config, read_state,
-    simulated_canonical_log, sum_partitions, wait_for, Broker,
+    alerts_by_id, assert_same_alerts, create_run_topics, fold_run_config, folded, read_state,
+    run_to_end, simulated_canonical_log, wait_for, Broker,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -37,24 +36,6 @@ async fn fold_config(
     );
     create_run_topics(broker, &cfg, PARTITIONS).await?;
     Ok(cfg)
-}
-
-fn folded(running: &pulse::Running) -> i64 {
-    sum_partitions(running, |s| {
-        s.checkpoint().ok().flatten().map_or(0, |c| c.next_offset)
-    })
-}
-
-async fn run_to_end(cfg: pulse::Config, ends: &BTreeMap<i32, i64>) -> anyhow::Result<()> {
-    let running = pulse::start(cfg).await?;
-    wait_for(
-        "fold to reach the end of the log",
-        Duration::from_secs(120),
-        || caught_up(&running, ends),
-    )
-    .await?;
-    running.stop().await?;
-    Ok(())
 }
 
 async fn restart_gives_the_same_state(

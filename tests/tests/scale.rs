@@ -17,7 +17,8 @@ use pulse_codec::{
 };
 use pulse_e2e::{
     alerts_by_id, assert_same_alerts, caught_up, consume_all, create_run_topics, fold_run_config,
-    produce, producer, read_state, simulated_canonical_log, sum_partitions, wait_for, Broker, Rec,
+    folded, produce, producer, read_state, run_to_end, simulated_canonical_log, wait_for, Broker,
+    Rec,
 };
 
 const PARTITIONS: i32 = 3;
@@ -28,26 +29,8 @@ fn fold_config(broker: &Broker, dir: &Path, run: &str) -> pulse::Config {
     fold_run_config(broker, dir, run, "commit_max_events = 200")
 }
 
-fn folded(running: &pulse::Running) -> i64 {
-    sum_partitions(running, |s| {
-        s.checkpoint().ok().flatten().map_or(0, |c| c.next_offset)
-    })
-}
-
 fn held(running: &pulse::Running) -> usize {
     running.shared.partitions.read().expect("lock").len()
-}
-
-async fn run_to_end(cfg: pulse::Config, ends: &BTreeMap<i32, i64>) -> anyhow::Result<()> {
-    let running = pulse::start(cfg).await?;
-    wait_for(
-        "fold to reach the end of the log",
-        Duration::from_secs(60),
-        || caught_up(&running, ends),
-    )
-    .await?;
-    running.stop().await?;
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
