@@ -562,6 +562,8 @@ struct BracketPoint {
     one_minus_z: f64,
     /// `l = -ln(1 - z)`.
     l: f64,
+    /// `w = (1 - √(1-z)) / (1 + √(1-z))`, where the bracket's series is summed.
+    w: f64,
 }
 
 impl BracketPoint {
@@ -570,68 +572,106 @@ impl BracketPoint {
         z: 0.0,
         one_minus_z: 1.0,
         l: 0.0,
+        w: 0.0,
     };
 
-    /// At `z = q/(1+q)`, `q > 0`, whose complement and log are exact from `q`.
+    /// At `z = q/(1+q)`, `q > 0`, whose complement, log and `w` are exact from `q`
+    /// (`w = q / (1 + √(1+q))²`, with no cancellation).
     fn new(q: f64) -> Self {
         let one_minus_z = 1.0 / (1.0 + q);
+        let root = 1.0 + (1.0 + q).sqrt();
         Self {
             z: q * one_minus_z,
             one_minus_z,
             l: q.ln_1p(),
+            w: q / (root * root),
         }
     }
 }
 
-/// The bracket `G(e) = [1 - (1-z)^e 2F1(cc, e; c; z)] / e`, analytic in `e`, summed as
-/// `2F1(cc, e; c; z) = 1 + e S` with
-/// `S = sum_{n>=1} (cc)_n (e+1)_{n-1} / ((c)_n n!) z^n`, so that
-/// `G = (1 - e^(-e l))/e - e^(-e l) S` (`l = -ln(1-z)`) has no division by `e` at all.
+/// The bracket `G(e) = [1 - (1-z)^e 2F1(cc, e; c; z)] / e`, analytic in `e`, written with
+/// `2F1(cc, e; c; z) = 1 + e S` as `G = (1 - e^(-e l))/e - e^(-e l) S` (`l = -ln(1-z)`), so
+/// that nothing is divided by `e`.
 ///
-/// This holds the `z`-free part of `S`, shared by every `z`: the first coefficient `cc/c`
-/// and, for `n >= 1`, the term ratio `(cc+n)(e+n) / ((c+n)(n+1))` (term `n+1` is term `n`
-/// times it times `z`) with the factor that, times `z`, bounds every later ratio (the
-/// geometric tail bound of [`maclaurin`]; infinite while a Pochhammer factor can still
-/// change sign).
+/// `S` is summed in `w = (1 - √(1-z)) / (1 + √(1-z))`, i.e. `z = 4w/(1+w)²`, which maps the
+/// plane cut along `[1, ∞)` onto the unit disc: `S = Σ_{n>=1} s_n w^n` converges like
+/// `|w|^n` wherever 2F1 is analytic, and `w` is much smaller than `z` near `z = 1` (0.56
+/// for `z = 0.92`, where the Maclaurin series in `z` needs six times the terms). The ODE
+/// of 2F1(α, β; γ; z) in `w`,
+/// `w(1+w)²(1-w) H'' + [2w(1+w)(2-w) + γ(1+w)³ - 4(α+β+1)w(1+w)] H' - 4αβ(1-w) H = 0`,
+/// gives the coefficients by a four-term recurrence (see [`Self::block`]), the same for
+/// every `w`. Its characteristic roots are ±1, so the coefficients grow no faster than a
+/// power of `n`: the local exponents of 2F1 at `z = 1` and `z = ∞` bound it by
+/// `n^growth`, `growth = max(0, -2α-1, -2β-1, -2(γ-α-β)-1)`.
 struct BracketSeries {
     cc: f64,
     e: f64,
     c: f64,
+    /// The recurrence's constants: `p1 = 4+3γ-4(α+β+1)`, `p2 = p1 - 2`, `p3 = γ - 2`,
+    /// `k = 4αβ`.
+    p1: f64,
+    p2: f64,
+    p3: f64,
+    k: f64,
+    growth: f64,
+    /// No tail is bounded before every Pochhammer factor is positive.
     settled_after: f64,
-    excess: f64,
 }
 
 impl BracketSeries {
     fn new(cc: f64, e: f64, c: f64) -> Self {
+        let p1 = 4.0 + 3.0 * c - 4.0 * (cc + e + 1.0);
         Self {
             cc,
             e,
             c,
+            p1,
+            p2: p1 - 2.0,
+            p3: c - 2.0,
+            k: 4.0 * cc * e,
+            growth: (-2.0 * cc - 1.0)
+                .max(-2.0 * e - 1.0)
+                .max(-2.0 * (c - cc - e) - 1.0)
+                .max(0.0),
             settled_after: (-cc).max(-e).max(-c).max(0.0),
-            // For large n the ratio is 1 + (cc+e-c-1)/n + ...: it may still exceed 1.
-            excess: (cc + e - c - 1.0).max(0.0),
         }
     }
 
-    /// Ratio of term `n + 1` to term `n`, without the factor `z`.
-    fn ratio(&self, n: f64) -> f64 {
-        let (numerator, denominator) = self.ratio_parts(n);
-        numerator / denominator
-    }
-
-    /// [`Self::ratio`]'s numerator and denominator.
-    fn ratio_parts(&self, n: f64) -> (f64, f64) {
-        ((self.cc + n) * (self.e + n), (self.c + n) * (n + 1.0))
-    }
-
-    /// Times `z`, a bound on every ratio after term `n`'s.
-    fn tail_ratio_bound(&self, n: f64) -> f64 {
-        let next = n + 1.0;
-        if next > self.settled_after {
-            self.ratio(next).abs().max(1.0 + self.excess / (next + 1.0))
-        } else {
-            f64::INFINITY
+    /// The coefficients `s_{m+1} ..= s_{m+B}` of `S` in `w`, from `last = [s_{m-2}, s_{m-1},
+    /// s_m]` (zeros before `s_1`), which is advanced. With `h_0 = 1` and `h_n = e s_n`:
+    /// `(m+1)(m+γ) h_{m+1} = -(A_m h_m + B_m h_{m-1} + C_m h_{m-2})`, `A_m = m(m-1) + p1 m
+    /// - k`, `B_m = -(m-1)(m-2) + p2 (m-1) + k`, `C_m = -(m-2)(m-3) + p3 (m-2)`; `h_0`
+    /// enters only through `A_0` and `B_1`, both `∓k = ∓4αe`, which is where `S` gets its
+    /// `e`-free start `±4α`.
+    fn block<const B: usize>(&self, m: usize, last: &mut [f64; 3]) -> [f64; B] {
+        // The recurrence's factors, scaled by `-1/((n+1)(n+γ))`, for the whole block at once
+        // (vector instructions), so that only `a s_m + rest` is on the chain from one
+        // coefficient to the next.
+        let mut a = [0.0; B];
+        let mut b = [0.0; B];
+        let mut c = [0.0; B];
+        let mut start = [0.0; B];
+        for j in 0..B {
+            let n = (m + j) as f64;
+            let scale = -1.0 / ((n + 1.0) * (n + self.c));
+            a[j] = (n * (n - 1.0) + self.p1 * n - self.k) * scale;
+            b[j] = (-(n - 1.0) * (n - 2.0) + self.p2 * (n - 1.0) + self.k) * scale;
+            c[j] = (-(n - 2.0) * (n - 3.0) + self.p3 * (n - 2.0)) * scale;
+            start[j] = match m + j {
+                0 => -4.0 * self.cc * scale,
+                1 => 4.0 * self.cc * scale,
+                _ => 0.0,
+            };
         }
+        let [mut s2, mut s1, mut s0] = *last;
+        let mut out = [0.0; B];
+        for j in 0..B {
+            let next = a[j] * s0 + (b[j] * s1 + c[j] * s2 + start[j]);
+            (s2, s1, s0) = (s1, s0, next);
+            out[j] = next;
+        }
+        *last = [s2, s1, s0];
+        out
     }
 }
 
@@ -642,19 +682,24 @@ const PASS: usize = 12;
 const NARROW_PASS: usize = 4;
 
 /// Sums the series `S` (see [`BracketSeries`]) at every point of `points` (at most `N`),
-/// term index by term index, and writes each point's bracket to `brackets`, or `None` where
-/// the series was abandoned: after [`NEAR_ONE_SERIES_BUDGET`] terms or cancellation by more
-/// than [`MAX_CANCELLATION`] for `z > 1/2` (2F1 is then continued toward `z = 1` instead),
-/// after [`MAX_SERIES_TERMS`] terms up to `z = 1/2`.
+/// coefficient by coefficient, and writes each point's bracket to `brackets`, or `None`
+/// where the series was abandoned: after [`NEAR_ONE_SERIES_BUDGET`] terms or cancellation
+/// by more than [`MAX_CANCELLATION`] for `z > 1/2` (2F1 is then continued toward `z = 1`
+/// instead), after [`MAX_SERIES_TERMS`] terms up to `z = 1/2`.
 ///
-/// The points share the `z`-free term ratios (computed a block at a time); everything else
-/// is per lane, in fixed-size arrays the compiler turns into vector instructions, and each
-/// lane is taken when its own tail bound allows, so a point gets bit for bit the value it
-/// would get alone or in any other company. Tail bounds are checked every
+/// The points share the coefficients (computed a block at a time); everything else is per
+/// lane, in fixed-size arrays the compiler turns into vector instructions, and each lane is
+/// taken when its own tail bound allows, so a point gets bit for bit the value it would get
+/// alone or in any other company. The coefficients change sign: a bound on each sum's
+/// largest term is kept (per block, from the block's largest coefficient) to detect
+/// cancellation; the sums themselves are plain, as the terms fall geometrically. Tail bounds are checked every
 /// [`TAIL_CHECK_EVERY`] terms: the check costs as much as a term for every lane, and a few
-/// terms past the bound only make the sum more accurate. Lanes beyond `points.len()` sit at
-/// `z = 0`; lanes that are done keep computing until the last one is (a pass that narrowed
-/// as lanes finish measured slower: the loops no longer vectorise cleanly).
+/// terms past the bound only make the sum more accurate. The bound after `n` terms takes
+/// the largest of the last three coefficients (the recurrence's state) as the size of the
+/// next ones, times `(1 + 1/n)^growth`-style growth: `|s_j w^j| <= M w^n ρ^(j-n)` with
+/// `ρ = w e^(growth/n)`. Lanes beyond `points.len()` sit at `w = 0`; lanes that are done
+/// keep computing until the last one is (a pass that narrowed as lanes finish measured
+/// slower: the loops no longer vectorise cleanly).
 fn sum_in_one_pass<const N: usize>(
     series: &BracketSeries,
     points: &[BracketPoint],
@@ -663,52 +708,45 @@ fn sum_in_one_pass<const N: usize>(
     assert!((1..=N).contains(&points.len()), "1 to {N} points");
     assert_eq!(points.len(), brackets.len(), "one bracket per point");
     let point = |i: usize| points.get(i).copied().unwrap_or(BracketPoint::AT_ZERO);
-    let z: [f64; N] = std::array::from_fn(|i| point(i).z);
+    let w: [f64; N] = std::array::from_fn(|i| point(i).w);
     let (leading, damping) =
         bracket_outside_the_series::<N>(series.e, std::array::from_fn(|i| point(i).l));
-    let mut term = z.map(|z| series.cc / series.c * z);
-    let mut sum = term;
-    // Terms of both signs only with a negative Pochhammer factor (`cc < 0`): then the sum
-    // is compensated with an error-free two-sum and the largest term tracked (cancellation).
-    // Otherwise every term has the sign of the first, plain summation is accurate to a few
-    // ulps (the terms fall geometrically) and no cancellation is possible.
-    let signs_vary = series.cc < 0.0;
-    let mut error = [0.0; N];
-    let mut largest = term.map(f64::abs);
+    let mut power = [1.0; N];
+    let mut sum = [0.0; N];
+    let mut largest = [0.0f64; N];
+    let mut last = [0.0; 3];
     let mut waiting = points.len();
     let mut done = [false; N];
-    let mut n = 1;
+    let mut n = 0;
     while waiting > 0 {
-        // The block's ratios first, as one vector of divisions.
-        let mut ratios = [0.0; TAIL_CHECK_EVERY];
-        let mut divisors = [0.0; TAIL_CHECK_EVERY];
-        for k in 0..TAIL_CHECK_EVERY {
-            (ratios[k], divisors[k]) = series.ratio_parts((n + k) as f64);
-        }
-        for k in 0..TAIL_CHECK_EVERY {
-            ratios[k] /= divisors[k];
-        }
+        let coefficients = series.block::<TAIL_CHECK_EVERY>(n, &mut last);
         n += TAIL_CHECK_EVERY;
-        for ratio in ratios {
-            if signs_vary {
-                for i in 0..N {
-                    term[i] *= ratio * z[i];
-                    let s = sum[i] + term[i];
-                    let back = s - sum[i];
-                    error[i] += (sum[i] - (s - back)) + (term[i] - back);
-                    sum[i] = s;
-                    let size = term[i].abs();
-                    largest[i] = if size > largest[i] { size } else { largest[i] };
-                }
+        // The block's largest term is at most its largest coefficient times the block's
+        // first power of `w`.
+        let block_largest = coefficients.iter().fold(0.0f64, |m, s| m.max(s.abs()));
+        for i in 0..N {
+            let bound = block_largest * power[i] * w[i];
+            largest[i] = if bound > largest[i] {
+                bound
             } else {
-                for i in 0..N {
-                    term[i] *= ratio * z[i];
-                    sum[i] += term[i];
-                }
+                largest[i]
+            };
+        }
+        for s in coefficients {
+            for i in 0..N {
+                power[i] *= w[i];
+                sum[i] += s * power[i];
             }
         }
-        let last = n - 1;
-        let bound = series.tail_ratio_bound(last as f64);
+        let envelope = coefficients[TAIL_CHECK_EVERY - 3..]
+            .iter()
+            .fold(0.0f64, |m, s| m.max(s.abs()));
+        let nf = n as f64;
+        let spread = if nf > series.settled_after + 2.0 {
+            (series.growth / nf).exp()
+        } else {
+            f64::INFINITY
+        };
         for (i, at) in points.iter().enumerate() {
             if done[i] {
                 continue;
@@ -718,15 +756,15 @@ fn sum_in_one_pass<const N: usize>(
             } else {
                 MAX_SERIES_TERMS
             };
-            let q = bound * at.z;
-            let s = sum[i] + error[i];
-            let tail = term[i].abs() * q;
-            let settled = term[i] == 0.0
-                || (q < 1.0 && tail <= SERIES_EPS * (s.abs() + leading[i].abs()) * (1.0 - q));
-            if settled || last >= budget {
+            let rho = w[i] * spread;
+            let s = sum[i];
+            let tail = envelope * power[i] * rho;
+            let settled = envelope == 0.0
+                || (rho < 1.0 && tail <= SERIES_EPS * (s.abs() + leading[i].abs()) * (1.0 - rho));
+            if settled || n >= budget {
                 done[i] = true;
                 waiting -= 1;
-                let cancelled = signs_vary && at.z > 0.5 && largest[i] > MAX_CANCELLATION * s.abs();
+                let cancelled = at.z > 0.5 && largest[i] > MAX_CANCELLATION * s.abs();
                 brackets[i] = (settled && !cancelled).then(|| leading[i] - damping[i] * s);
             }
         }
