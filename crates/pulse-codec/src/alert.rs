@@ -14,8 +14,8 @@ pub fn alert_to_wire(alert: &Alert, alert_id: &str) -> wire::Alert {
         customer_id: alert.customer_id.clone(),
         occurred_at: format_rfc3339(alert.occurred_at),
         rule_version: alert.rule_version.clone(),
-        from: alert.from.clone(),
-        to: alert.to.clone(),
+        from: alert.from.to_string(),
+        to: alert.to.to_string(),
         scores: alert
             .scores
             .iter()

@@ -53,8 +53,9 @@ pub struct Alert {
     /// The instant the engine evaluated the customer at (partition clock, or the timer's due time).
     pub occurred_at: Millis,
     pub rule_version: String,
-    pub from: String,
-    pub to: String,
+    /// The stage or segment before and after.
+    pub from: &'static str,
+    pub to: &'static str,
     pub scores: Vec<Score>,
     pub reasons: Vec<Reason>,
 }

@@ -644,6 +644,8 @@ struct Assessment {
     model: Model,
     p_dead: Option<f64>,
     signals: Signals,
+    /// The engagement trend, as of the last click.
+    trend: Option<f64>,
     risk_card: Card,
     risk: f64,
     gap_due: Option<Millis>,
@@ -665,8 +667,8 @@ fn recency_score(silence: Millis, cfg: &ScoringConfig) -> u8 {
 fn signals(
     state: &CustomerState,
     now: Millis,
-    f_score: u8,
-    m_score: u8,
+    (f_score, m_score): (u8, u8),
+    trend: Option<f64>,
     cfg: &ScoringConfig,
 ) -> Signals {
     let mut s = Signals::default();
@@ -677,7 +679,7 @@ fn signals(
             Signal::EngagementLow,
             e.reference / (c.engagement + e.reference),
         );
-        if let Some(trend) = trend(c, cfg) {
+        if let Some(trend) = trend {
             s.set(Signal::EngagementFalling, 1.0 - trend);
         }
     }
@@ -770,7 +772,8 @@ fn assess(state: &CustomerState, now: Millis, cfg: &ScoringConfig) -> Assessment
     let f = score_ascending(o.count, &cfg.frequency_cuts);
     let m = score_ascending(o.total_minor, &cfg.monetary_cuts_minor);
     let r = history.map_or(1, |h| recency_score(h.silence(now), cfg));
-    let mut signals = signals(state, now, f, m, cfg);
+    let trend = trend(&state.clicks, cfg);
+    let mut signals = signals(state, now, (f, m), trend, cfg);
     let p_dead = history.and_then(|h| h.p_dead(&model, now));
     if let Some(p) = p_dead {
         signals.set(Signal::PDead, p);
@@ -795,6 +798,7 @@ fn assess(state: &CustomerState, now: Millis, cfg: &ScoringConfig) -> Assessment
         model,
         p_dead,
         signals,
+        trend,
         risk_card,
         risk,
         gap_due,
@@ -1110,7 +1114,7 @@ fn finish(
         contributions,
         clv: a.history.and_then(|h| clv(state, &h, &a.model, now, cfg)),
         engagement: (c.events > 0).then_some(c.engagement),
-        engagement_trend: trend(c, cfg),
+        engagement_trend: a.trend,
         support: SupportHealth {
             open_tickets: sup.open.len() as u32,
             oldest_open_ticket_days: sup
@@ -1229,37 +1233,32 @@ pub fn decide(
     let mut alerts = Vec::new();
     if stage_changed || announce_segment {
         let eval = finish(state, &a, now, next, cfg);
+        let scores = scores(&eval);
         let from_stage = announced.stage;
         let from_segment = announced.segment;
+        let alert = |kind, from, to, reasons| Alert {
+            kind,
+            customer_id: customer_id.to_string(),
+            occurred_at: eval.at,
+            rule_version: cfg.rule_version.clone(),
+            from,
+            to,
+            scores: scores.clone(),
+            reasons,
+        };
         if stage_changed {
+            // A churn warning and the stage change it comes with share their reasons.
+            let why = reasons(&eval, AlertKind::LifecycleStageChanged, cfg);
+            let (from, to) = (from_stage.as_str(), a.stage.as_str());
             if a.stage.is_risk() && !from_stage.is_risk() {
-                alerts.push(alert(
-                    AlertKind::ChurnWarning,
-                    customer_id,
-                    from_stage.as_str(),
-                    a.stage.as_str(),
-                    &eval,
-                    cfg,
-                ));
+                alerts.push(alert(AlertKind::ChurnWarning, from, to, why.clone()));
             }
-            alerts.push(alert(
-                AlertKind::LifecycleStageChanged,
-                customer_id,
-                from_stage.as_str(),
-                a.stage.as_str(),
-                &eval,
-                cfg,
-            ));
+            alerts.push(alert(AlertKind::LifecycleStageChanged, from, to, why));
         }
         if announce_segment {
-            alerts.push(alert(
-                AlertKind::SegmentChanged,
-                customer_id,
-                from_segment.as_str(),
-                a.segment.as_str(),
-                &eval,
-                cfg,
-            ));
+            let why = reasons(&eval, AlertKind::SegmentChanged, cfg);
+            let (from, to) = (from_segment.as_str(), a.segment.as_str());
+            alerts.push(alert(AlertKind::SegmentChanged, from, to, why));
         }
     }
     let announced = &mut state.announced;
@@ -1282,26 +1281,6 @@ pub fn decide(
 // Alerts, reasons, scores
 // ---------------------------------------------------------------------------------------------
 
-fn alert(
-    kind: AlertKind,
-    customer_id: &str,
-    from: &str,
-    to: &str,
-    eval: &Evaluation,
-    cfg: &ScoringConfig,
-) -> Alert {
-    Alert {
-        kind,
-        customer_id: customer_id.to_string(),
-        occurred_at: eval.at,
-        rule_version: cfg.rule_version.clone(),
-        from: from.to_string(),
-        to: to.to_string(),
-        scores: scores(eval),
-        reasons: reasons(eval, kind, cfg),
-    }
-}
-
 /// Why `eval` is what it is, for an alert of `kind`: first the rule that fired (for a risk
 /// threshold its contribution is the whole risk; for the silence, gap, window and RFM rules it
 /// is 0, as they are not part of the scorecard), then every measured, weighted signal with its
@@ -1316,8 +1295,9 @@ pub fn reasons(eval: &Evaluation, kind: AlertKind, cfg: &ScoringConfig) -> Vec<R
                 value: f64::from(eval.recency_score),
                 contribution: 0.0,
                 text: format!(
-                    "recency score {} of 5: last order {days:.0} days ago",
-                    eval.recency_score
+                    "recency score {} of 5: last order {} days ago",
+                    eval.recency_score,
+                    fixed(days, 0)
                 ),
             });
             out.push(Reason {
@@ -1347,6 +1327,7 @@ pub fn reasons(eval: &Evaluation, kind: AlertKind, cfg: &ScoringConfig) -> Vec<R
 
 fn stage_reason(eval: &Evaluation, cfg: &ScoringConfig) -> Reason {
     let days = eval.days_since_last_order.unwrap_or(0.0);
+    let (d, risk_2) = (fixed(days, 0), fixed(eval.churn_risk, 2));
     let risk = |text: String| Reason {
         signal: "churn_risk",
         value: eval.churn_risk,
@@ -1361,46 +1342,45 @@ fn stage_reason(eval: &Evaluation, cfg: &ScoringConfig) -> Reason {
     };
     match eval.cause {
         StageCause::ChurnRisk if eval.stage == Stage::Churned => risk(format!(
-            "churn risk {:.2} reached the churned threshold {:.2}",
-            eval.churn_risk, cfg.churned_risk
+            "churn risk {risk_2} reached the churned threshold {}",
+            fixed(cfg.churned_risk, 2)
         )),
         StageCause::ChurnRisk => risk(format!(
-            "churn risk {:.2} reached the at_risk threshold {:.2}",
-            eval.churn_risk, cfg.at_risk_risk
+            "churn risk {risk_2} reached the at_risk threshold {}",
+            fixed(cfg.at_risk_risk, 2)
         )),
         StageCause::StillAtRisk => risk(format!(
-            "churn risk {:.2} has not fallen below {:.2} since the customer became at risk",
-            eval.churn_risk, cfg.at_risk_exit_risk
+            "churn risk {risk_2} has not fallen below {} since the customer became at risk",
+            fixed(cfg.at_risk_exit_risk, 2)
         )),
         StageCause::Silence => silence(format!(
-            "no order for {days:.0} days (churned after {} silent days)",
+            "no order for {d} days (churned after {} silent days)",
             cfg.churned_days
         )),
         StageCause::StillChurned => silence(format!(
-            "no order for {days:.0} days; churned until the next order"
+            "no order for {d} days; churned until the next order"
         )),
         StageCause::Gap => {
             let gap = eval.mean_gap_days.unwrap_or(0.0);
             silence(format!(
-                "no order for {days:.0} days, {:.1}× the usual {gap:.1} days between orders",
-                if gap > 0.0 { days / gap } else { 0.0 }
+                "no order for {d} days, {}× the usual {} days between orders",
+                fixed(if gap > 0.0 { days / gap } else { 0.0 }, 1),
+                fixed(gap, 1)
             ))
         }
         StageCause::Reactivated => silence(format!(
-            "ordered again after being at risk or churned; last order {days:.0} days ago"
+            "ordered again after being at risk or churned; last order {d} days ago"
         )),
         StageCause::NewCustomer => silence(format!(
             "first order within the last {} days",
             cfg.new_customer_days
         )),
         StageCause::LoyalRule => risk(format!(
-            "{} or more orders and churn risk {:.2} below {:.2}",
-            cfg.loyal_min_orders, eval.churn_risk, cfg.loyal_max_risk
+            "{} or more orders and churn risk {risk_2} below {}",
+            cfg.loyal_min_orders,
+            fixed(cfg.loyal_max_risk, 2)
         )),
-        StageCause::Active => risk(format!(
-            "churn risk {:.2}; last order {days:.0} days ago",
-            eval.churn_risk
-        )),
+        StageCause::Active => risk(format!("churn risk {risk_2}; last order {d} days ago")),
         StageCause::NoOrder => Reason {
             signal: "orders",
             value: 0.0,
@@ -1414,45 +1394,76 @@ fn signal_text(s: Signal, v: f64, eval: &Evaluation, cfg: &ScoringConfig) -> Str
     let sup = &eval.support;
     match s {
         Signal::PDead => format!(
-            "{} P(alive) {:.2} after {:.0} days without an order",
+            "{} P(alive) {} after {} days without an order",
             cfg.model.kind.as_str(),
-            1.0 - v,
-            eval.days_since_last_order.unwrap_or(0.0)
+            fixed(1.0 - v, 2),
+            fixed(eval.days_since_last_order.unwrap_or(0.0), 0)
         ),
         Signal::EngagementLow => format!(
-            "engagement {:.1} at the last click (reference {:.0})",
-            eval.engagement.unwrap_or(0.0),
-            cfg.engagement.reference
+            "engagement {} at the last click (reference {})",
+            fixed(eval.engagement.unwrap_or(0.0), 1),
+            fixed(cfg.engagement.reference, 0)
         ),
         Signal::EngagementFalling => format!(
-            "click rate at {:.0}% of its baseline",
-            100.0 * eval.engagement_trend.unwrap_or(1.0)
+            "click rate at {}% of its baseline",
+            fixed(100.0 * eval.engagement_trend.unwrap_or(1.0), 0)
         ),
-        Signal::CartAbandonment => format!("{:.0}% of carts abandoned", 100.0 * v),
+        Signal::CartAbandonment => format!("{}% of carts abandoned", fixed(100.0 * v, 0)),
         Signal::OpenTickets => format!("{} support tickets open", sup.open_tickets),
         Signal::SlowFirstResponse => format!(
-            "first response after {:.0} hours on average",
-            sup.mean_first_response_hours.unwrap_or(0.0)
+            "first response after {} hours on average",
+            fixed(sup.mean_first_response_hours.unwrap_or(0.0), 0)
         ),
         Signal::SlowResolution => format!(
-            "tickets resolved after {:.0} hours on average",
-            sup.mean_resolution_hours.unwrap_or(0.0)
+            "tickets resolved after {} hours on average",
+            fixed(sup.mean_resolution_hours.unwrap_or(0.0), 0)
         ),
         Signal::CsatLow => format!(
-            "{:.0}% of CSAT answers were 4 or 5",
-            100.0 * sup.csat_share.unwrap_or(0.0)
+            "{}% of CSAT answers were 4 or 5",
+            fixed(100.0 * sup.csat_share.unwrap_or(0.0), 0)
         ),
         Signal::Nps => match (sup.nps_latest, sup.nps_class) {
             (Some(n), Some(c)) => format!("latest NPS {n} ({})", c.as_str()),
             _ => "no NPS answer".to_string(),
         },
         Signal::NegativeSentiment => format!(
-            "feedback sentiment {:.2} on average",
-            sup.sentiment.unwrap_or(0.0)
+            "feedback sentiment {} on average",
+            fixed(sup.sentiment.unwrap_or(0.0), 2)
         ),
         Signal::NegativeStreak => format!("{} negative contacts in a row", sup.negative_streak),
         Signal::LowFrequency => format!("frequency score {} of 5", eval.frequency_score),
         Signal::LowMonetary => format!("monetary score {} of 5", eval.monetary_score),
+    }
+}
+
+/// `v` rounded to `decimals` places (half away from zero) for a reason's text. Integer
+/// arithmetic instead of `{:.N}`, whose exact decimal expansion (Grisu with a bignum fallback)
+/// was the largest single cost of an alert; values beyond ±1e15 and non-finite ones use `{:.N}`.
+fn fixed(v: f64, decimals: u8) -> Fixed {
+    Fixed { v, decimals }
+}
+
+#[derive(Clone, Copy)]
+struct Fixed {
+    v: f64,
+    decimals: u8,
+}
+
+impl std::fmt::Display for Fixed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = usize::from(self.decimals.min(6));
+        let unit = 10u64.pow(d as u32);
+        let scaled = (self.v * unit as f64).round();
+        if scaled.is_nan() || scaled.abs() >= 1e15 {
+            return write!(f, "{:.*}", d, self.v);
+        }
+        let n = scaled.abs() as u64;
+        let sign = if scaled < 0.0 { "-" } else { "" };
+        if d == 0 {
+            write!(f, "{sign}{n}")
+        } else {
+            write!(f, "{sign}{}.{:0d$}", n / unit, n % unit)
+        }
     }
 }
 
@@ -1498,4 +1509,54 @@ pub fn scores(eval: &Evaluation) -> Vec<Score> {
     opt("sentiment", sup.sentiment);
     opt("negative_streak", Some(f64::from(sup.negative_streak)));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixed;
+
+    #[test]
+    fn fixed_reads_as_the_standard_rounding_away_from_ties() {
+        // Given values across signs and magnitudes, none on a rounding tie
+        let values = [
+            0.0,
+            0.004,
+            0.126,
+            0.5001,
+            0.849_999,
+            1.0,
+            2.675_01,
+            9.995_01,
+            12.345_67,
+            99.96,
+            365.2,
+            1234.5678,
+            1e9 + 0.37,
+            -0.126,
+            -3.333,
+            -99.96,
+        ];
+        for v in values {
+            for d in 0..=3u8 {
+                // When formatted, then it reads as `{:.N}` does, but never as "-0"
+                let std = format!("{:.*}", usize::from(d), v);
+                let zero = std
+                    .trim_start_matches('-')
+                    .chars()
+                    .all(|c| c == '0' || c == '.');
+                let want = if zero {
+                    std.trim_start_matches('-').to_string()
+                } else {
+                    std
+                };
+                assert_eq!(fixed(v, d).to_string(), want, "{v} to {d} places");
+            }
+        }
+        // Beyond ±1e15, and for what is not a number, the standard formatting
+        assert_eq!(fixed(2e17, 1).to_string(), format!("{:.1}", 2e17));
+        assert_eq!(fixed(f64::NAN, 2).to_string(), "NaN");
+        assert_eq!(fixed(f64::INFINITY, 0).to_string(), "inf");
+        // A negative value that rounds to zero reads as zero
+        assert_eq!(fixed(-0.001, 2).to_string(), "0.00");
+    }
 }

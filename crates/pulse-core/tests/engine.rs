@@ -59,15 +59,14 @@ fn given_a_weekly_buyer_when_they_go_silent_then_loyal_active_at_risk_churned_by
         .into_iter()
         .map(|(f, t, at)| (f, t, at - T0))
         .collect();
-    let expect = |f: &str, t: &str, at: i64| (f.to_string(), t.to_string(), at);
     assert_eq!(
         stages,
         vec![
-            expect("prospect", "new", 0),
-            expect("new", "loyal", 30 * DAY),
-            expect("loyal", "active", 53 * DAY + 20_824_981),
-            expect("active", "at_risk", 65 * DAY),
-            expect("at_risk", "churned", 110 * DAY + 63_860_618),
+            ("prospect", "new", 0),
+            ("new", "loyal", 30 * DAY),
+            ("loyal", "active", 53 * DAY + 20_824_981),
+            ("active", "at_risk", 65 * DAY),
+            ("at_risk", "churned", 110 * DAY + 63_860_618),
         ]
     );
     // Silence is handled by timers alone, and only a handful fire.
@@ -102,7 +101,7 @@ fn given_a_one_time_buyer_under_mbg_when_silent_then_at_risk_by_p_dead() {
     let (_, _, at) = c
         .stages()
         .into_iter()
-        .find(|(_, to, _)| to == "at_risk")
+        .find(|(_, to, _)| *to == "at_risk")
         .expect("at_risk");
     // MBG/NBD at x = 0: odds = a/b ((α+T)/α)^r reaches 1 at T = α((b/a)^(1/r) − 1) weeks.
     let p = ScoringConfig::default().model.mbg_nbd;
@@ -114,7 +113,7 @@ fn given_a_one_time_buyer_under_mbg_when_silent_then_at_risk_by_p_dead() {
         "exact to the millisecond"
     );
     // One purchase day: no gap rule; churned after 365 silent days at the latest.
-    let churned = c.stages().into_iter().find(|(_, to, _)| to == "churned");
+    let churned = c.stages().into_iter().find(|(_, to, _)| *to == "churned");
     assert_eq!(churned.map(|(_, _, at)| at), Some(day(365.0)));
 }
 
@@ -130,9 +129,9 @@ fn given_bg_nbd_when_a_one_time_buyer_is_silent_then_p_dead_stays_zero_and_silen
     assert_eq!(
         stages,
         vec![
-            ("new".to_string(), day(0.0)),
-            ("active".to_string(), day(30.0)),
-            ("churned".to_string(), day(365.0)),
+            ("new", day(0.0)),
+            ("active", day(30.0)),
+            ("churned", day(365.0)),
         ]
     );
     assert_eq!(c.transitions(AlertKind::ChurnWarning).len(), 1);
@@ -150,13 +149,13 @@ fn given_pareto_nbd_when_silent_then_the_bisected_timers_are_exact() {
     let risky: Vec<_> = c
         .stages()
         .into_iter()
-        .filter(|(_, to, _)| to == "at_risk" || to == "churned" || to == "active")
+        .filter(|(_, to, _)| ["at_risk", "churned", "active"].contains(to))
         .collect();
     assert!(!risky.is_empty());
     for (_, to, at) in risky {
         let before = c.eval(at - 1).churn_risk;
         let after = c.eval(at).churn_risk;
-        let theta = match to.as_str() {
+        let theta = match to {
             "active" => 0.3,
             "at_risk" => 0.5,
             _ => 0.85,
@@ -199,7 +198,7 @@ fn given_at_risk_when_the_risk_falls_between_exit_and_entry_then_it_stays_at_ris
         "promoter: below exit"
     );
     assert_eq!(
-        c.stages().last().map(|(f, t, _)| (f.as_str(), t.as_str())),
+        c.stages().last().map(|(f, t, _)| (*f, *t)),
         Some(("at_risk", "active"))
     );
 }
@@ -211,10 +210,9 @@ fn given_at_risk_when_an_order_arrives_then_reactivated_and_active_after_the_win
     assert_eq!(c.state.announced.stage, Stage::AtRisk);
     c.order(day(70.0), 3000);
     assert_eq!(c.state.announced.stage, Stage::Reactivated);
-    let last = c.stages().last().cloned().unwrap();
     assert_eq!(
-        (last.0.as_str(), last.1.as_str(), last.2),
-        ("at_risk", "reactivated", day(70.0))
+        c.stages().last(),
+        Some(&("at_risk", "reactivated", day(70.0)))
     );
     // Keep ordering weekly: after 30 days the window closes, by timer, to loyal (risk is low).
     for w in 1..=4 {
@@ -263,7 +261,7 @@ fn given_a_daily_buyer_when_silent_for_a_few_days_then_not_at_risk_before_the_fl
     }
     c.advance(day(10.0));
     assert!(!c.state.announced.stage.is_risk());
-    let at_risk = |c: &Customer| c.stages().into_iter().find(|(_, to, _)| to == "at_risk");
+    let at_risk = |c: &Customer| c.stages().into_iter().find(|(_, to, _)| *to == "at_risk");
     c.advance(day(200.0));
     let (_, _, at) = at_risk(&c).expect("at_risk eventually");
     assert_eq!(
@@ -295,9 +293,8 @@ fn given_a_frequent_buyer_when_silent_then_the_segment_walks_down_the_grid_by_ti
         .filter(|(_, _, at)| *at > day(14.0))
         .map(|(_, to, at)| (to, (at - day(12.0)) / DAY))
         .collect();
-    let s = |n: &str, d: i64| (n.to_string(), d);
     // R4F4 loyal after 15 days, R3F4 still loyal, R2F4 at_risk after 61.
-    assert_eq!(segments, vec![s("loyal", 15), s("at_risk", 61)]);
+    assert_eq!(segments, vec![("loyal", 15), ("at_risk", 61)]);
 }
 
 #[test]

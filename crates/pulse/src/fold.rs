@@ -1040,12 +1040,12 @@ impl PartitionTask {
         // The engine announces every stage and segment change with exactly one alert.
         match alert.kind {
             AlertKind::LifecycleStageChanged => {
-                self.counts.stage(&alert.from, -1);
-                self.counts.stage(&alert.to, 1);
+                self.counts.stage(alert.from, -1);
+                self.counts.stage(alert.to, 1);
             }
             AlertKind::SegmentChanged => {
-                self.counts.segment(&alert.from, -1);
-                self.counts.segment(&alert.to, 1);
+                self.counts.segment(alert.from, -1);
+                self.counts.segment(alert.to, 1);
             }
             AlertKind::ChurnWarning => {}
         }

@@ -147,15 +147,15 @@ impl Customer {
     }
 
     /// `(kind, from, to, at)` of every alert so far.
-    pub fn transitions(&self, kind: AlertKind) -> Vec<(String, String, Millis)> {
+    pub fn transitions(&self, kind: AlertKind) -> Vec<(&'static str, &'static str, Millis)> {
         self.alerts
             .iter()
             .filter(|a| a.kind == kind)
-            .map(|a| (a.from.clone(), a.to.clone(), a.occurred_at))
+            .map(|a| (a.from, a.to, a.occurred_at))
             .collect()
     }
 
-    pub fn stages(&self) -> Vec<(String, String, Millis)> {
+    pub fn stages(&self) -> Vec<(&'static str, &'static str, Millis)> {
         self.transitions(AlertKind::LifecycleStageChanged)
     }
 }
