@@ -43,8 +43,9 @@
 //! Forecasts at several horizons (a CLV needs one per period) go through
 //! [`ExpectedPurchases::expected_purchases_at`]: P(alive) is computed once, and the
 //! (M)BG/NBD horizons, which share their 2F1 parameters and differ only in `z`, sum their
-//! series in one pass of up to twelve lanes (a CLV's monthly periods), sharing the `z`-free
-//! term ratios, in fixed-size arrays that compile to vector instructions. Every horizon gets
+//! series (in `w = (1-√(1-z))/(1+√(1-z))`) in one pass of up to twelve lanes (a CLV's monthly
+//! periods), sharing the series coefficients, in fixed-size arrays that compile to vector
+//! instructions. Every horizon gets
 //! exactly the value it would get alone; the single-horizon functions are that batch with
 //! one horizon.
 
@@ -888,7 +889,7 @@ pub trait ExpectedPurchases {
 
     /// [`Self::expected_purchases`] at every horizon of `horizons`, written to `out` (which
     /// must be as long). The models override it to do what the horizons share only once:
-    /// P(alive), and the 2F1 series' term ratios of (M)BG/NBD.
+    /// P(alive), and the 2F1 series' coefficients of (M)BG/NBD.
     fn expected_purchases_at(&self, x: f64, t_x: f64, age: f64, horizons: &[f64], out: &mut [f64]) {
         assert_eq!(horizons.len(), out.len(), "one output per horizon");
         for (&horizon, out) in horizons.iter().zip(out) {
@@ -981,7 +982,7 @@ impl BgNbd {
     }
 
     /// [`Self::expected_purchases`] at every horizon of `horizons` (into `out`, as long),
-    /// computing P(alive) and the 2F1 term ratios once.
+    /// computing P(alive) and the 2F1 series' coefficients once.
     pub fn expected_purchases_at(
         &self,
         x: f64,
@@ -1079,7 +1080,7 @@ impl MbgNbd {
     }
 
     /// [`Self::expected_purchases`] at every horizon of `horizons` (into `out`, as long),
-    /// computing P(alive) and the 2F1 term ratios once.
+    /// computing P(alive) and the 2F1 series' coefficients once.
     pub fn expected_purchases_at(
         &self,
         x: f64,
