@@ -45,9 +45,9 @@ pub struct ScoringConfig {
     pub churned_days: i64,
 
     // ----- RFM -----
-    /// Recency score cut points, days since the last order, ascending: ≤ c[0] scores 5 … > c[3] scores 1.
+    /// Recency score cut points, days since the last order, ascending: `≤ c[0]` scores 5 … `> c[3]` scores 1.
     pub recency_cuts_days: [i64; 4],
-    /// Frequency score cut points, order counts, ascending: ≥ c[3] scores 5 … < c[0] scores 1.
+    /// Frequency score cut points, order counts, ascending: `≥ c[3]` scores 5 … `< c[0]` scores 1.
     pub frequency_cuts: [u32; 4],
     /// Monetary score cut points, total spend in minor units, ascending.
     pub monetary_cuts_minor: [i64; 4],
