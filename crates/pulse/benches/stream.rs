@@ -5,97 +5,31 @@
 //! 1,000 customers, every record well formed, in time order. Two passes over it, in
 //! interleaved rounds so that a busy machine slows both alike (the minimum of each):
 //!
-//! - `decode`: [`decode_input`] of every record (JSON parse and validation), as ingest does;
-//! - `engine`: everything pulse-core does for the same events as fold drives it, from empty
-//!   states: every customer's timer fired when the partition clock passes it, then `decide`
-//!   of the event (fold of the event, scores, stage, segment, exact next timer, and for every
-//!   alert a full evaluation with the discounted CLV, its reasons and scores).
+//! - `decode`: [`SimRecord::decode`] of every record (`decode_input`: JSON parse and
+//!   validation), as ingest does;
+//! - `engine`: [`core_pass`], everything pulse-core does for the same events as fold drives
+//!   it, from empty states: every customer's timer fired when the partition clock passes it,
+//!   then `decide` of the event (fold of the event, scores, stage, segment, exact next timer,
+//!   and for every alert a full evaluation with the discounted CLV, its reasons and scores).
 //!
 //! It prints both per-event costs, their ratio, and how many timers and alerts the engine
 //! pass produced. Under `cargo test --benches` (or `-- --test`) it runs one round over a
 //! short stream and prints no figure.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use pulse::bench::core_pass;
 use pulse::simulate::{SimConfig, SimRecord, SimTopic, Simulator};
-use pulse_codec::{decode_input, Encoding, Family};
-use pulse_core::{decide, CustomerState, Event, Input, Millis, ScoringConfig};
-
-/// The service's default `ingest.max_record_bytes`.
-const MAX_RECORD_BYTES: usize = 1 << 20;
-
-fn family(topic: SimTopic) -> Family {
-    match topic {
-        SimTopic::Orders => Family::Orders,
-        SimTopic::Clickstream => Family::Clickstream,
-        SimTopic::Support => Family::Support,
-    }
-}
-
-fn decode(r: &SimRecord) -> Event {
-    decode_input(family(r.topic), Encoding::Json, &r.value, MAX_RECORD_BYTES)
-        .unwrap_or_else(|e| panic!("well-formed record rejected: {} ({})", e.reason, e.detail))
-}
+use pulse_core::{Event, ScoringConfig};
 
 /// Wall time of decoding every record.
 fn decode_pass(records: &[SimRecord]) -> Duration {
     let start = Instant::now();
     for r in records {
-        black_box(decode_input(
-            family(r.topic),
-            Encoding::Json,
-            black_box(&r.value),
-            MAX_RECORD_BYTES,
-        ))
-        .ok();
+        black_box(black_box(r).decode()).ok();
     }
     start.elapsed()
-}
-
-/// What the engine pass did besides taking time.
-#[derive(Debug, Default, PartialEq)]
-struct Work {
-    timers: usize,
-    alerts: usize,
-}
-
-/// Wall time of the engine over `events` (each with its customer's index) from empty states,
-/// timers fired as fold fires them: a customer's timer is due once the partition clock (the
-/// latest event time) reaches it, and it fires before the event that moved the clock.
-fn engine_pass(events: &[(usize, Event)], ids: &[String], cfg: &ScoringConfig) -> (Duration, Work) {
-    let mut states = vec![CustomerState::default(); ids.len()];
-    let mut timers: BinaryHeap<Reverse<(Millis, usize)>> = BinaryHeap::new();
-    let mut work = Work::default();
-    let start = Instant::now();
-    for (c, e) in events {
-        while let Some(&Reverse((due, t))) = timers.peek() {
-            if due > e.occurred_at {
-                break;
-            }
-            timers.pop();
-            let s = &mut states[t];
-            // A timer replaced by a later decision is stale.
-            if s.next_timer == Some(due) {
-                let d = decide(s, &ids[t], Input::Timer, due, cfg);
-                work.timers += 1;
-                work.alerts += d.alerts.len();
-                if let Some(next) = d.next_timer {
-                    timers.push(Reverse((next, t)));
-                }
-            }
-        }
-        let s = &mut states[*c];
-        let before = s.next_timer;
-        let d = decide(s, &e.customer_id, Input::Event(e), e.occurred_at, cfg);
-        work.alerts += d.alerts.len();
-        if let Some(next) = d.next_timer.filter(|n| Some(*n) != before) {
-            timers.push(Reverse((next, *c)));
-        }
-    }
-    (start.elapsed(), work)
 }
 
 fn main() {
@@ -113,30 +47,31 @@ fn main() {
         ..SimConfig::default()
     })
     .collect();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    let events: Vec<(usize, Event)> = records
+    let events: Vec<Event> = records
         .iter()
         .map(|r| {
-            let e = decode(r);
-            let next = index.len();
-            (*index.entry(e.customer_id.clone()).or_insert(next), e)
+            r.decode().unwrap_or_else(|e| {
+                panic!("well-formed record rejected: {} ({})", e.reason, e.detail)
+            })
         })
         .collect();
-    let mut ids = vec![String::new(); index.len()];
-    for (id, i) in index {
-        ids[i] = id;
-    }
+    let customers = records
+        .iter()
+        .filter_map(|r| r.key.as_deref())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
     let cfg = ScoringConfig::default();
 
     let rounds = if measuring { 15 } else { 1 };
     let (mut decode_t, mut engine_t) = (Duration::MAX, Duration::MAX);
-    let mut work = Work::default();
+    let mut work = None;
     for _ in 0..rounds {
         decode_t = decode_t.min(decode_pass(&records));
-        let (t, w) = engine_pass(&events, &ids, &cfg);
-        engine_t = engine_t.min(t);
-        work = w;
+        let pass = core_pass(&events, &cfg);
+        engine_t = engine_t.min(pass.elapsed);
+        work = Some(pass);
     }
+    let work = work.expect("at least one round");
     if !measuring {
         println!("Testing stream\nSuccess");
         return;
@@ -155,7 +90,7 @@ fn main() {
         "stream: {} events of {} customers ({orders} orders, {clicks} clicks, {} support); \
          the engine fired {} timers and emitted {} alerts",
         events.len(),
-        ids.len(),
+        customers,
         events.len() - orders - clicks,
         work.timers,
         work.alerts,

@@ -116,6 +116,26 @@ pub struct SimRecord {
     pub malformed: Option<&'static str>,
 }
 
+/// The service's default `ingest.max_record_bytes`.
+const MAX_RECORD_BYTES: usize = 1 << 20;
+
+impl SimRecord {
+    /// The record decoded and validated as ingest does it (JSON, the default record limit).
+    pub fn decode(&self) -> Result<pulse_core::Event, pulse_codec::Rejection> {
+        let family = match self.topic {
+            SimTopic::Orders => pulse_codec::Family::Orders,
+            SimTopic::Clickstream => pulse_codec::Family::Clickstream,
+            SimTopic::Support => pulse_codec::Family::Support,
+        };
+        pulse_codec::decode_input(
+            family,
+            pulse_codec::Encoding::Json,
+            &self.value,
+            MAX_RECORD_BYTES,
+        )
+    }
+}
+
 /// RFC 3339 text as pulse's own codec writes it (one implementation for the whole workspace).
 use pulse_codec::time::format_rfc3339 as rfc3339;
 
