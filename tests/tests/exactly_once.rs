@@ -10,6 +10,12 @@
 //! is asserted only for a run in which no transaction was aborted, where it does not depend on
 //! isolation at all. The mock cluster accepts `send_offsets_to_transaction` without storing
 //! the offsets; fold must refuse to go on there, and a test checks that it does.
+//!
+//! The injected aborts (`TxnHooks::abort`) come after the transaction's records are
+//! acknowledged, so the aborted copies are in the log. An abort of records still in flight
+//! purges them; the next transaction then needs an epoch bump (InitProducerId with the
+//! producer id, KIP-360), which tansu answers with an unknown error until the abort times out
+//! after 60 s: the test would fail for the broker's sake (it did once in CI).
 
 use std::collections::BTreeMap;
 use std::path::Path;
