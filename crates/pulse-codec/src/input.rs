@@ -1,6 +1,6 @@
 //! Input events (customer.orders / .clickstream / .support) → validated core [`Event`]s.
 //!
-//! JSON and protobuf are read into one borrowed view, [`Fields`], and validated once, so both
+//! JSON and protobuf are read into one borrowed view, `Fields`, and validated once, so both
 //! encodings accept and reject exactly the same events with the same reasons.
 
 use std::borrow::Cow;

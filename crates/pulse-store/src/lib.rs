@@ -323,7 +323,7 @@ impl PartitionStore {
     /// Copies every live record (less the rewrite mark) into a fresh database that replaces
     /// this one, and deletes the old directory with whatever sled still kept of removed
     /// values. Call it at a commit boundary, with no write in flight (fold is the only writer).
-    /// Crash-safe: see [`recover_rewrite`].
+    /// Crash-safe: see `recover_rewrite`.
     pub fn rewrite(&self) -> Result<Rewritten, StoreError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();

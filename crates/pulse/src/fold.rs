@@ -16,7 +16,7 @@
 //! state dir: a new instance after scale-out) is first restored from its changelog partition,
 //! in the fold loop, before any of its records is folded.
 //!
-//! Erasure (`customer_erased`, see [`PartitionTask::erase`]) removes everything held for the
+//! Erasure (`customer_erased`, see `PartitionTask::erase`) removes everything held for the
 //! customer in one commit and suppresses the customer's later events for good; the partition's
 //! database is then rewritten so that sled's log keeps no copy of the id.
 

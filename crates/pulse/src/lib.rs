@@ -1,7 +1,7 @@
 //! pulse: the service. Config, the Kafka ingest and fold pipelines, the HTTP surface, the demo,
 //! the simulator and the benchmarks. It owns all I/O; every rule lives in pulse-core.
 //!
-//! [`run`] is the whole service, started by `pulse run` and by the end-to-end tests alike.
+//! [`start`] starts the whole service; `pulse run` and the end-to-end tests both call it.
 
 pub mod bench;
 pub mod config;
