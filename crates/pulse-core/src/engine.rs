@@ -59,7 +59,7 @@
 
 use crate::alert::{Alert, AlertKind, Reason, Score};
 use crate::config::{ModelKind, ScoringConfig, Weights};
-use crate::event::{Body, ClickKind, Event, Millis, OrderKind, SupportKind, DAY, HOUR};
+use crate::event::{day_of, Body, ClickKind, Event, Millis, OrderKind, SupportKind, DAY, HOUR};
 use crate::models::{discounted_clv, BgNbd, ClvSchedule, ExpectedPurchases, MbgNbd, ParetoNbd};
 use crate::state::{
     ClickFacts, CustomerState, NpsClass, OpenTicket, Segment, Stage, SupportFacts, ValueTier,
@@ -349,10 +349,6 @@ fn gap_due(state: &CustomerState, cfg: &ScoringConfig) -> Option<Millis> {
 // ---------------------------------------------------------------------------------------------
 // Evolve: facts only
 // ---------------------------------------------------------------------------------------------
-
-fn day_of(t: Millis) -> i64 {
-    t.div_euclid(DAY)
-}
 
 /// `2^(-elapsed / half_life)`, 1 for no elapsed time.
 fn decay(elapsed: Millis, half_life: f64) -> f64 {

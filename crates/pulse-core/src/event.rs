@@ -12,6 +12,11 @@ pub const MINUTE: Millis = 60 * SECOND;
 pub const HOUR: Millis = 60 * MINUTE;
 pub const DAY: Millis = 24 * HOUR;
 
+/// The UTC day number of `t` (days since the epoch, floored).
+pub fn day_of(t: Millis) -> i64 {
+    t.div_euclid(DAY)
+}
+
 /// One validated customer event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {

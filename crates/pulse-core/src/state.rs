@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::Millis;
+use crate::event::{day_of, Millis};
 
 /// Version of the stored encoding of [`CustomerState`]. Bump it on any incompatible change and
 /// teach the store to read the older one (or refuse it by name). 2 added
@@ -77,13 +77,12 @@ impl OrderFacts {
     /// (late orders between known days are not counted, as in schema 1) until it has grown
     /// at the top to [`RECENT_PURCHASE_DAYS`] days.
     pub fn seed_recent_days(&mut self) {
-        let day = |at: Millis| at.div_euclid(crate::event::DAY);
         if self.purchase_days <= 2 {
             for at in [self.first_at, self.last_at].into_iter().flatten() {
-                self.record_purchase_day(day(at));
+                self.record_purchase_day(day_of(at));
             }
         } else if let Some(last) = self.last_at {
-            self.record_purchase_day(day(last));
+            self.record_purchase_day(day_of(last));
         }
     }
 }
