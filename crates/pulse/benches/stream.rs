@@ -24,10 +24,10 @@ use pulse::simulate::{SimConfig, SimRecord, SimTopic, Simulator};
 use pulse_core::{Event, ScoringConfig};
 
 /// Wall time of decoding every record.
-fn decode_pass(records: &[SimRecord]) -> Duration {
+fn decode_pass(records: &[SimRecord], limit: usize) -> Duration {
     let start = Instant::now();
     for r in records {
-        black_box(black_box(r).decode()).ok();
+        black_box(black_box(r).decode(limit)).ok();
     }
     start.elapsed()
 }
@@ -47,10 +47,14 @@ fn main() {
         ..SimConfig::default()
     })
     .collect();
+    let limit = pulse::Config::with_overrides("")
+        .expect("the default config")
+        .ingest
+        .max_record_bytes;
     let events: Vec<Event> = records
         .iter()
         .map(|r| {
-            r.decode().unwrap_or_else(|e| {
+            r.decode(limit).unwrap_or_else(|e| {
                 panic!("well-formed record rejected: {} ({})", e.reason, e.detail)
             })
         })
@@ -66,7 +70,7 @@ fn main() {
     let (mut decode_t, mut engine_t) = (Duration::MAX, Duration::MAX);
     let mut work = None;
     for _ in 0..rounds {
-        decode_t = decode_t.min(decode_pass(&records));
+        decode_t = decode_t.min(decode_pass(&records, limit));
         let pass = core_pass(&events, &cfg);
         engine_t = engine_t.min(pass.elapsed);
         work = Some(pass);

@@ -54,14 +54,14 @@ pub struct BenchArgs {
 }
 
 /// Simulated, validated events (malformed records left out), in time order.
-pub fn simulated_events(n: usize, customers: u32) -> Vec<Event> {
+pub fn simulated_events(n: usize, customers: u32, max_record_bytes: usize) -> Vec<Event> {
     let sim = SimConfig {
         customers,
         malformed_per_mille: 0,
         ..SimConfig::default()
     };
     Simulator::new(sim)
-        .filter_map(|r| r.decode().ok())
+        .filter_map(|r| r.decode(max_record_bytes).ok())
         .take(n)
         .collect()
 }
@@ -129,7 +129,8 @@ pub fn core_pass(events: &[Event], cfg: &ScoringConfig) -> CorePass {
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     eprintln!("bench: simulating {} events", args.events);
-    let events = simulated_events(args.events, (args.events / 50).max(100) as u32);
+    let limit = Config::with_overrides("")?.ingest.max_record_bytes;
+    let events = simulated_events(args.events, (args.events / 50).max(100) as u32, limit);
     let pass = core_pass(&events, &ScoringConfig::default());
     let core = events.len() as f64 / pass.elapsed.as_secs_f64();
     println!(

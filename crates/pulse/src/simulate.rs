@@ -116,12 +116,12 @@ pub struct SimRecord {
     pub malformed: Option<&'static str>,
 }
 
-/// The service's default `ingest.max_record_bytes`.
-const MAX_RECORD_BYTES: usize = 1 << 20;
-
 impl SimRecord {
-    /// The record decoded and validated as ingest does it (JSON, the default record limit).
-    pub fn decode(&self) -> Result<pulse_core::Event, pulse_codec::Rejection> {
+    /// The record decoded and validated as ingest does it (JSON, `ingest.max_record_bytes`).
+    pub fn decode(
+        &self,
+        max_record_bytes: usize,
+    ) -> Result<pulse_core::Event, pulse_codec::Rejection> {
         let family = match self.topic {
             SimTopic::Orders => pulse_codec::Family::Orders,
             SimTopic::Clickstream => pulse_codec::Family::Clickstream,
@@ -131,7 +131,7 @@ impl SimRecord {
             family,
             pulse_codec::Encoding::Json,
             &self.value,
-            MAX_RECORD_BYTES,
+            max_record_bytes,
         )
     }
 }
