@@ -788,8 +788,7 @@ pub async fn run_to_end(cfg: Config, ends: &BTreeMap<i32, i64>) -> anyhow::Resul
     Ok(())
 }
 
-/// Day `d` of the tests' calendar (2025-01-01 + d days) in epoch milliseconds.
-/// The customer the timer tests watch, `c-weekly`: six orders a week apart (days 0 … 35,
+/// The customer the timer tests watch, `buyer`: six orders a week apart (days 0 … 35,
 /// 30.00 EUR each) produced and folded (its profile counts six), so a timer is scheduled for
 /// its silence. Returns a customer on the other of the canonical log's two partitions, whose
 /// events move ingest's watermark while the buyer's partition only sees ticks.
@@ -824,6 +823,7 @@ pub async fn weekly_buyer_and_driver(
     Ok(driver)
 }
 
+/// Day `d` of the tests' calendar (2025-01-01 + d days) in epoch milliseconds.
 pub fn day(d: i64) -> i64 {
     1_735_689_600_000 + d * pulse_core::DAY
 }
