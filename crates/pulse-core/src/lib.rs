@@ -3,9 +3,10 @@
 //!
 //! It owns every rule: RFM and segments, BTYD models (`models`), engagement, support health,
 //! the weighted scorecards, lifecycle with hysteresis and exact timers (`engine`), and the
-//! feedback sentiment lexicon used at the edge (`sentiment`). It must not do I/O, read a
-//! clock, spawn, or know about Kafka, sled or protobuf: time is a parameter, and the shell
-//! (the `pulse` crate) schedules the timers the engine asks for.
+//! feedback sentiment lexicon used at the edge (`sentiment`), and the partition (`partition`):
+//! the clock, the timers and the one order in which events and timers are decided. It must
+//! not do I/O, read a clock, spawn, or know about Kafka, sled or protobuf: time is a
+//! parameter, passed in by the shell (the `pulse` crate) as it reads the canonical log.
 
 pub mod alert;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod engine;
 pub mod event;
 pub mod hash;
 pub mod models;
+pub mod partition;
 pub mod sentiment;
 pub mod state;
 
@@ -20,4 +22,5 @@ pub use alert::{Alert, AlertKind, Reason, Score};
 pub use config::ScoringConfig;
 pub use engine::{decide, evaluate, Decision, Evaluation, Input, Signal, StageCause};
 pub use event::{Body, Event, Millis, DAY};
+pub use partition::Partition;
 pub use state::{CustomerState, NpsClass, Segment, Stage, ValueTier};

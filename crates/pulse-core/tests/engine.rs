@@ -1,4 +1,4 @@
-//! Given/when/then tests of every rule of the engine, driven through `decide` the way fold
+//! Given/when/then tests of every rule of the engine, driven through a `Partition` as fold
 //! drives it (see `common::Customer`: timers fire at their due instant as the clock passes).
 
 mod common;
@@ -74,20 +74,20 @@ fn given_a_weekly_buyer_when_they_go_silent_then_loyal_active_at_risk_churned_by
     let warnings = c.transitions(AlertKind::ChurnWarning);
     assert_eq!(warnings.len(), 1, "at_risk → churned is not a new warning");
     assert_eq!(warnings[0].1, "at_risk");
-    assert_eq!(c.state.announced.stage, Stage::Churned);
+    assert_eq!(c.state().announced.stage, Stage::Churned);
 }
 
 #[test]
 fn given_a_first_order_when_30_days_pass_then_new_ends_exactly_then() {
     let mut c = Customer::new();
     c.order(day(0.0), 2500);
-    assert_eq!(c.state.announced.stage, Stage::New);
-    assert_eq!(c.state.next_timer.map(|t| t <= day(30.0)), Some(true));
+    assert_eq!(c.state().announced.stage, Stage::New);
+    assert_eq!(c.state().next_timer.map(|t| t <= day(30.0)), Some(true));
     c.advance(day(30.0) - 1);
-    assert_eq!(c.state.announced.stage, Stage::New);
+    assert_eq!(c.state().announced.stage, Stage::New);
     c.advance(day(30.0));
     assert_eq!(
-        c.state.announced.stage,
+        c.state().announced.stage,
         Stage::Active,
         "one order is not loyal"
     );
@@ -175,7 +175,7 @@ fn given_at_risk_when_the_risk_falls_between_exit_and_entry_then_it_stays_at_ris
     c.order(day(0.0), 2500);
     c.nps(day(40.0), 3);
     assert_eq!(
-        c.state.announced.stage,
+        c.state().announced.stage,
         Stage::AtRisk,
         "detractor: risk ≥ 0.5"
     );
@@ -188,12 +188,12 @@ fn given_at_risk_when_the_risk_falls_between_exit_and_entry_then_it_stays_at_ris
         "passive: {}",
         e.churn_risk
     );
-    assert_eq!(c.state.announced.stage, Stage::AtRisk, "hysteresis holds");
+    assert_eq!(c.state().announced.stage, Stage::AtRisk, "hysteresis holds");
     assert_eq!(e.cause, pulse_core::StageCause::StillAtRisk);
     c.nps(day(42.0), 10);
     assert!(c.eval(day(42.0)).churn_risk < 0.4);
     assert_eq!(
-        c.state.announced.stage,
+        c.state().announced.stage,
         Stage::Active,
         "promoter: below exit"
     );
@@ -207,9 +207,9 @@ fn given_at_risk_when_the_risk_falls_between_exit_and_entry_then_it_stays_at_ris
 fn given_at_risk_when_an_order_arrives_then_reactivated_and_active_after_the_window() {
     let mut c = weekly_buyer();
     c.advance(day(70.0));
-    assert_eq!(c.state.announced.stage, Stage::AtRisk);
+    assert_eq!(c.state().announced.stage, Stage::AtRisk);
     c.order(day(70.0), 3000);
-    assert_eq!(c.state.announced.stage, Stage::Reactivated);
+    assert_eq!(c.state().announced.stage, Stage::Reactivated);
     assert_eq!(
         c.stages().last(),
         Some(&("at_risk", "reactivated", day(70.0)))
@@ -218,9 +218,9 @@ fn given_at_risk_when_an_order_arrives_then_reactivated_and_active_after_the_win
     for w in 1..=4 {
         c.order(day(70.0 + 7.0 * f64::from(w)), 3000);
     }
-    assert_eq!(c.state.announced.stage, Stage::Reactivated);
+    assert_eq!(c.state().announced.stage, Stage::Reactivated);
     c.advance(day(100.0));
-    assert_eq!(c.state.announced.stage, Stage::Loyal);
+    assert_eq!(c.state().announced.stage, Stage::Loyal);
     assert_eq!(c.stages().last().unwrap().2, day(100.0));
 }
 
@@ -228,21 +228,21 @@ fn given_at_risk_when_an_order_arrives_then_reactivated_and_active_after_the_win
 fn given_churned_when_engagement_improves_then_it_stays_churned_until_an_order() {
     let mut c = weekly_buyer();
     c.advance(day(150.0));
-    assert_eq!(c.state.announced.stage, Stage::Churned);
+    assert_eq!(c.state().announced.stage, Stage::Churned);
     for i in 0..50 {
         c.click(day(150.0) + i * MINUTE, ClickKind::ProductView);
     }
     c.nps(day(151.0), 10);
-    assert_eq!(c.state.announced.stage, Stage::Churned);
+    assert_eq!(c.state().announced.stage, Stage::Churned);
     c.order(day(152.0), 3000);
-    assert_eq!(c.state.announced.stage, Stage::Reactivated);
+    assert_eq!(c.state().announced.stage, Stage::Reactivated);
 }
 
 #[test]
 fn given_a_later_announcement_when_evaluating_the_past_then_it_is_ignored() {
     let mut c = weekly_buyer();
     c.advance(day(240.0));
-    assert_eq!(c.state.announced.stage, Stage::Churned);
+    assert_eq!(c.state().announced.stage, Stage::Churned);
     assert_eq!(c.eval(day(40.0)).stage, Stage::Loyal);
     assert_eq!(c.eval(day(240.0)).stage, Stage::Churned);
 }
@@ -260,7 +260,7 @@ fn given_a_daily_buyer_when_silent_for_a_few_days_then_not_at_risk_before_the_fl
         c.order(day(f64::from(d)), 2000);
     }
     c.advance(day(10.0));
-    assert!(!c.state.announced.stage.is_risk());
+    assert!(!c.state().announced.stage.is_risk());
     let at_risk = |c: &Customer| c.stages().into_iter().find(|(_, to, _)| *to == "at_risk");
     c.advance(day(200.0));
     let (_, _, at) = at_risk(&c).expect("at_risk eventually");
@@ -283,9 +283,9 @@ fn given_a_frequent_buyer_when_silent_then_the_segment_walks_down_the_grid_by_ti
     assert_eq!(c.eval(day(12.0)).segment, Segment::Champions, "R5 F4");
     // `potential` was announced on day 7 (after the dwell of `new`), so champions waits for
     // the dwell of `potential`.
-    assert_eq!(c.state.announced.segment, Segment::Potential);
+    assert_eq!(c.state().announced.segment, Segment::Potential);
     c.advance(day(14.0));
-    assert_eq!(c.state.announced.segment, Segment::Champions);
+    assert_eq!(c.state().announced.segment, Segment::Champions);
     c.advance(day(400.0));
     let segments: Vec<_> = c
         .transitions(AlertKind::SegmentChanged)
@@ -301,14 +301,14 @@ fn given_a_frequent_buyer_when_silent_then_the_segment_walks_down_the_grid_by_ti
 fn given_a_recent_segment_change_when_it_changes_again_within_the_dwell_then_announced_after_it() {
     let mut c = Customer::new();
     c.order(day(0.0), 1000);
-    assert_eq!(c.state.announced.segment, Segment::New);
+    assert_eq!(c.state().announced.segment, Segment::New);
     c.order(day(2.0), 1000);
     // R5 F2: potential, but `new` was announced 2 days ago: held until day 7.
-    assert_eq!(c.state.announced.segment, Segment::New);
+    assert_eq!(c.state().announced.segment, Segment::New);
     assert_eq!(c.eval(day(2.0)).segment, Segment::Potential);
-    assert_eq!(c.state.next_timer, Some(day(7.0)));
+    assert_eq!(c.state().next_timer, Some(day(7.0)));
     c.advance(day(7.0));
-    assert_eq!(c.state.announced.segment, Segment::Potential);
+    assert_eq!(c.state().announced.segment, Segment::Potential);
     assert_eq!(
         c.transitions(AlertKind::SegmentChanged).last().unwrap().2,
         day(7.0)
@@ -337,14 +337,14 @@ fn given_a_late_order_between_known_purchase_days_then_it_counts_once_if_its_day
     c.order(day(20.0), 1_000);
     // Arrives after day 20 was folded, on a day between: a new purchase day.
     c.order(day(10.0), 1_000);
-    assert_eq!(c.state.orders.purchase_days, 3);
+    assert_eq!(c.state().orders.purchase_days, 3);
     // Again on day 10, and on day 20 (late, but known): no new purchase day.
     c.order(day(10.0) + 3 * HOUR, 1_000);
     c.order(day(20.0) + HOUR, 1_000);
-    assert_eq!(c.state.orders.purchase_days, 3);
-    assert_eq!(c.state.orders.count, 5);
+    assert_eq!(c.state().orders.purchase_days, 3);
+    assert_eq!(c.state().orders.count, 5);
     // The recency t_x is still the last purchase: day 20.
-    assert_eq!(c.state.orders.last_at, Some(day(20.0) + HOUR));
+    assert_eq!(c.state().orders.last_at, Some(day(20.0) + HOUR));
 }
 
 #[test]
@@ -355,13 +355,13 @@ fn given_more_purchase_days_than_are_kept_then_a_late_order_older_than_them_is_n
     for d in 0..40 {
         c.order(day(f64::from(2 * d)), 1_000);
     }
-    assert_eq!(c.state.orders.recent_days.len(), RECENT_PURCHASE_DAYS);
+    assert_eq!(c.state().orders.recent_days.len(), RECENT_PURCHASE_DAYS);
     // Day 77 lies among the kept days and is new; day 1 is older than all of them: whether
     // it is new cannot be known, and it is not counted (x can only undercount).
     c.order(day(77.0), 1_000);
-    assert_eq!(c.state.orders.purchase_days, 41);
+    assert_eq!(c.state().orders.purchase_days, 41);
     c.order(day(1.0), 1_000);
-    assert_eq!(c.state.orders.purchase_days, 41);
+    assert_eq!(c.state().orders.purchase_days, 41);
 }
 
 // ----- models, CLV and value tiers -----------------------------------------------------------
@@ -373,8 +373,8 @@ fn given_orders_then_the_btyd_conventions_hold() {
     c.order(day(0.0) + 2 * HOUR, 5_000); // same day: one purchase day
     c.order(day(14.0), 2_000);
     c.order(day(28.0), 4_000);
-    assert_eq!(c.state.orders.purchase_days, 3);
-    assert_eq!(c.state.orders.first_day_minor, 15_000);
+    assert_eq!(c.state().orders.purchase_days, 3);
+    assert_eq!(c.state().orders.first_day_minor, 15_000);
     let at = day(49.0);
     let e = c.eval(at);
     // x = 2, t_x = 4 weeks, T = 7 weeks.
@@ -410,7 +410,7 @@ fn given_customers_of_different_value_then_value_tiers_follow_the_cut_points() {
     cfg.value_tier.mid_from_minor = clv - 1.0;
     cfg.value_tier.high_from_minor = clv + 1.0;
     assert_eq!(
-        evaluate(&big.state, day(36.0), &cfg).clv.map(|v| v.tier),
+        evaluate(big.state(), day(36.0), &cfg).clv.map(|v| v.tier),
         Some(ValueTier::Mid)
     );
     // Value decays with silence.
@@ -445,7 +445,7 @@ fn given_clicks_then_sessions_views_searches_and_cart_adds_are_counted() {
         .click(t + 40 * MINUTE, ClickKind::Search) // 30 min gap exceeded? 30 min exactly is not
         .click(t + 71 * MINUTE, ClickKind::Search)
         .click(t + 72 * MINUTE, ClickKind::AddToCart);
-    let f = &c.state.clicks;
+    let f = &c.state().clicks;
     assert_eq!(
         (f.events, f.sessions, f.views, f.searches, f.cart_adds),
         (5, 2, 2, 2, 1)
@@ -459,7 +459,7 @@ fn given_an_add_to_cart_when_no_order_follows_then_a_timer_counts_the_abandonmen
     let mut c = Customer::new();
     let t = day(0.0) + 5 * HOUR;
     c.click(t, ClickKind::AddToCart);
-    assert_eq!(c.state.next_timer, Some(t + 24 * HOUR));
+    assert_eq!(c.state().next_timer, Some(t + 24 * HOUR));
     assert_eq!(c.eval(t).signals.get(Signal::CartAbandonment), None);
     assert_eq!(
         c.eval(t + 24 * HOUR).signals.get(Signal::CartAbandonment),
@@ -467,9 +467,9 @@ fn given_an_add_to_cart_when_no_order_follows_then_a_timer_counts_the_abandonmen
     );
     c.advance(t + 24 * HOUR);
     assert_eq!(c.timers_fired, 1);
-    assert_eq!(c.state.clicks.carts_abandoned, 1);
-    assert_eq!(c.state.clicks.cart_last_add, None);
-    assert_eq!(c.state.next_timer, None);
+    assert_eq!(c.state().clicks.carts_abandoned, 1);
+    assert_eq!(c.state().clicks.cart_last_add, None);
+    assert_eq!(c.state().next_timer, None);
 }
 
 #[test]
@@ -480,8 +480,8 @@ fn given_an_add_to_cart_when_an_order_follows_within_the_window_then_converted()
     c.order(t + 23 * HOUR, 2000);
     assert_eq!(
         (
-            c.state.clicks.carts_converted,
-            c.state.clicks.carts_abandoned
+            c.state().clicks.carts_converted,
+            c.state().clicks.carts_abandoned
         ),
         (1, 0)
     );
@@ -526,9 +526,9 @@ fn given_removing_every_item_then_the_cart_closes_without_abandonment() {
     let t = day(0.0);
     c.click(t, ClickKind::AddToCart)
         .click(t + MINUTE, ClickKind::RemoveFromCart);
-    assert_eq!(c.state.next_timer, None);
+    assert_eq!(c.state().next_timer, None);
     c.advance(t + 3 * DAY);
-    assert_eq!(c.state.clicks.carts_abandoned, 0);
+    assert_eq!(c.state().clicks.carts_abandoned, 0);
 }
 
 #[test]
@@ -606,7 +606,7 @@ fn given_csat_answers_then_the_share_of_4_and_5_is_measured() {
     for (i, score) in [5u8, 4, 3, 1].into_iter().enumerate() {
         c.csat(day(i as f64), score);
     }
-    assert_eq!(c.state.support.csat_positive, 2);
+    assert_eq!(c.state().support.csat_positive, 2);
     let e = c.eval(day(4.0));
     assert_eq!(e.support.csat_share, Some(0.5));
     assert_eq!(e.signals.get(Signal::CsatLow), Some(0.5));
@@ -639,16 +639,16 @@ fn given_negative_contacts_then_a_streak_builds_and_a_positive_one_resets_it() {
     c.csat(day(0.0), 1).nps(day(1.0), 4);
     let (k, t, s, v) = fb(-0.6);
     c.support(day(2.0), k, t, s, v);
-    assert_eq!(c.state.support.negative_streak, 3);
+    assert_eq!(c.state().support.negative_streak, 3);
     assert_eq!(
         c.eval(day(2.0)).signals.get(Signal::NegativeStreak),
         Some(1.0)
     );
     c.csat(day(3.0), 3); // neutral: unchanged
-    assert_eq!(c.state.support.negative_streak, 3);
+    assert_eq!(c.state().support.negative_streak, 3);
     let (k, t, s, v) = fb(0.8);
     c.support(day(4.0), k, t, s, v);
-    assert_eq!(c.state.support.negative_streak, 0);
+    assert_eq!(c.state().support.negative_streak, 0);
     let e = c.eval(day(4.0));
     assert!((e.support.sentiment.unwrap() - 0.1).abs() < 1e-6);
     assert_eq!(e.signals.get(Signal::NegativeSentiment), Some(0.0));
@@ -738,9 +738,9 @@ fn given_state_then_it_round_trips_through_json() {
             None,
             Some(-0.3),
         );
-    let json = serde_json::to_string(&c.state).unwrap();
+    let json = serde_json::to_string(&c.state()).unwrap();
     let back: pulse_core::CustomerState = serde_json::from_str(&json).unwrap();
-    assert_eq!(back, c.state);
+    assert_eq!(&back, c.state());
     assert!(!json.contains("text"));
 }
 
@@ -749,16 +749,16 @@ fn given_any_timer_when_it_fires_at_its_due_instant_then_the_outcome_changes_the
     let mut c = weekly_buyer();
     c.click(day(36.0), ClickKind::AddToCart);
     let mut fired = 0;
-    while let Some(due) = c.state.next_timer.filter(|t| *t <= day(400.0)) {
+    while let Some(due) = c.state().next_timer.filter(|t| *t <= day(400.0)) {
         let before = c.eval(due - 1);
-        let announced = c.state.announced.clone();
-        let carts = c.state.clicks.carts_abandoned;
+        let announced = c.state().announced.clone();
+        let carts = c.state().clicks.carts_abandoned;
         c.advance(due);
         let after = c.eval(due);
         let changed = before.stage != after.stage
             || before.segment != after.segment
-            || announced != c.state.announced
-            || carts != c.state.clicks.carts_abandoned;
+            || announced != c.state().announced
+            || carts != c.state().clicks.carts_abandoned;
         assert!(changed, "timer at {due} changed nothing");
         fired += 1;
     }

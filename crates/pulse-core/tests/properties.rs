@@ -1,35 +1,36 @@
-//! Property tests of the engine, through a partition simulator that drives `decide` exactly
-//! as fold does: the clock is the largest event time seen, and every timer it passes fires at
-//! its due instant, in (due, customer) order, before the event that moved it is applied.
+//! Property tests of the engine, driven through [`Partition`] exactly as fold drives it (the
+//! clock is the largest event time seen, and every timer it passes fires at its due instant,
+//! in (due, customer) order, before the event that moved it is applied), with the engine's
+//! properties checked at every timer and every event.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 
 use proptest::prelude::*;
 use pulse_core::config::ModelKind;
 use pulse_core::event::{Click, ClickKind, Order, OrderKind, Support, SupportKind, HOUR, MINUTE};
 use pulse_core::{
-    decide, evaluate, Alert, Body, CustomerState, Event, Input, Millis, ScoringConfig, Signal, DAY,
+    evaluate, Alert, Body, CustomerState, Event, Millis, Partition, ScoringConfig, Signal, DAY,
 };
 
 const T0: Millis = 1_735_689_600_000;
 
-struct Partition {
+/// A [`Partition`] and what its steps produced, each step checked.
+struct Checked {
     cfg: ScoringConfig,
-    clock: Millis,
-    states: BTreeMap<String, CustomerState>,
-    timers: BTreeSet<(Millis, String)>,
+    p: Partition,
+    /// Each customer's state after its last step: what a timer finds when it fires.
+    last: HashMap<String, CustomerState>,
     alerts: Vec<Alert>,
     fired: usize,
     applied: usize,
 }
 
-impl Partition {
+impl Checked {
     fn new(cfg: ScoringConfig) -> Self {
-        Partition {
+        Checked {
             cfg,
-            clock: 0,
-            states: BTreeMap::new(),
-            timers: BTreeSet::new(),
+            p: Partition::new(),
+            last: HashMap::new(),
             alerts: Vec::new(),
             fired: 0,
             applied: 0,
@@ -37,64 +38,54 @@ impl Partition {
     }
 
     fn advance(&mut self, t: Millis) -> Result<(), TestCaseError> {
-        if t <= self.clock {
-            return Ok(());
-        }
-        self.clock = t;
-        while let Some((due, id)) = self.timers.first().cloned() {
-            if due > self.clock {
-                break;
+        let clock = self.p.clock();
+        let Checked {
+            cfg,
+            p,
+            last,
+            alerts,
+            fired,
+            ..
+        } = self;
+        let mut result = Ok(());
+        let mut previous: Option<(Millis, String)> = None;
+        p.advance(t, cfg, |id, due, state, a| {
+            *fired += 1;
+            if result.is_ok() {
+                result = check_timer(cfg, (clock, t), &previous, last.get(id), id, due, state, &a);
             }
-            self.timers.pop_first();
-            let state = self.states.get_mut(&id).expect("timer of a known customer");
-            prop_assert_eq!(state.next_timer, Some(due));
-            let before = evaluate(state, due - 1, &self.cfg);
-            let announced = state.announced.clone();
-            let clicks = state.clicks.clone();
-            let d = decide(state, &id, Input::Timer, due, &self.cfg);
-            let after = evaluate(state, due, &self.cfg);
-            self.fired += 1;
-            // No busy loop: the next timer is later, and this one changed something at the
-            // very instant it was due (the evaluation a millisecond earlier did not show it).
-            if let Some(next) = d.next_timer {
-                prop_assert!(next > due, "timer {} not after {}", next, due);
-                self.timers.insert((next, id.clone()));
-            }
-            check_nothing_changes_before(state, due, d.next_timer, &self.cfg)?;
-            let changed = !d.alerts.is_empty()
-                || announced != state.announced
-                || clicks != state.clicks
-                || before.stage != after.stage
-                || before.segment != after.segment;
-            prop_assert!(changed, "timer at {} for {} changed nothing", due, id);
-            self.alerts.extend(d.alerts);
-        }
+            previous = Some((due, id.to_string()));
+            last.insert(id.to_string(), state.clone());
+            alerts.extend(a);
+        });
+        result?;
+        prop_assert_eq!(self.p.clock(), clock.max(t));
         Ok(())
     }
 
     fn apply(&mut self, e: &Event) -> Result<(), TestCaseError> {
         self.advance(e.occurred_at)?;
-        let state = self.states.entry(e.customer_id.clone()).or_default();
-        let old = state.next_timer;
-        let d = decide(
-            state,
-            &e.customer_id,
-            Input::Event(e),
-            self.clock,
-            &self.cfg,
-        );
-        if let Some(t) = old {
-            self.timers.remove(&(t, e.customer_id.clone()));
+        let clock = self.p.clock();
+        let alerts = self.p.apply(e, &self.cfg);
+        let state = self
+            .p
+            .customer(&e.customer_id)
+            .expect("created by its event");
+        if let Some(t) = state.next_timer {
+            prop_assert!(t > clock, "timer {} not after now {}", t, clock);
         }
-        if let Some(t) = d.next_timer {
-            prop_assert!(t > self.clock, "timer {} not after now {}", t, self.clock);
-            self.timers.insert((t, e.customer_id.clone()));
-        }
-        check_nothing_changes_before(state, self.clock, d.next_timer, &self.cfg)?;
-        self.alerts.extend(d.alerts);
+        check_nothing_changes_before(state, clock, state.next_timer, &self.cfg)?;
+        check_ranges(state, clock, &self.cfg)?;
+        self.last.insert(e.customer_id.clone(), state.clone());
+        let scheduled = self.p.customers().filter(|(_, s)| s.next_timer.is_some());
+        prop_assert_eq!(self.p.pending_timers(), scheduled.count());
+        self.alerts.extend(alerts);
         self.applied += 1;
-        check_ranges(state, self.clock, &self.cfg)?;
         Ok(())
+    }
+
+    fn state(&self, id: &str) -> &CustomerState {
+        self.p.customer(id).expect("a known customer")
     }
 
     fn alerts_of(&self, id: &str) -> Vec<Alert> {
@@ -104,6 +95,54 @@ impl Partition {
             .cloned()
             .collect()
     }
+}
+
+/// One timer fired by an advance from `clock` to `to`: in (due, customer) order after the
+/// previous one, between the clock and the new time, for the timer its customer's last step
+/// set. No busy loop: the next timer is later, and this one changed something at the very
+/// instant it was due (the evaluation a millisecond earlier did not show it), nothing before.
+#[allow(clippy::too_many_arguments)]
+fn check_timer(
+    cfg: &ScoringConfig,
+    (clock, to): (Millis, Millis),
+    previous: &Option<(Millis, String)>,
+    before: Option<&CustomerState>,
+    id: &str,
+    due: Millis,
+    state: &CustomerState,
+    alerts: &[Alert],
+) -> Result<(), TestCaseError> {
+    prop_assert!(
+        due > clock && due <= to,
+        "timer {} fired moving {} to {}",
+        due,
+        clock,
+        to
+    );
+    if let Some((t, other)) = previous {
+        prop_assert!(
+            (*t, other.as_str()) < (due, id),
+            "{} {} fired after {} {}",
+            due,
+            id,
+            t,
+            other
+        );
+    }
+    let before = before.expect("a timer of a customer already stepped");
+    prop_assert_eq!(before.next_timer, Some(due));
+    if let Some(next) = state.next_timer {
+        prop_assert!(next > due, "timer {} not after {}", next, due);
+    }
+    check_nothing_changes_before(state, due, state.next_timer, cfg)?;
+    let (was, is) = (evaluate(before, due - 1, cfg), evaluate(state, due, cfg));
+    let changed = !alerts.is_empty()
+        || before.announced != state.announced
+        || before.clicks != state.clicks
+        || was.stage != is.stage
+        || was.segment != is.segment;
+    prop_assert!(changed, "timer at {} for {} changed nothing", due, id);
+    Ok(())
 }
 
 /// The other half of a timer's exactness (the partition checks that it changes something at
@@ -286,8 +325,8 @@ fn merge(streams: &[&Vec<Event>], keys: &[u32]) -> Vec<Event> {
     all.into_iter().map(|(_, _, e)| e).collect()
 }
 
-fn fold(cfg: &ScoringConfig, events: &[Event], end: Millis) -> Result<Partition, TestCaseError> {
-    let mut p = Partition::new(cfg.clone());
+fn fold(cfg: &ScoringConfig, events: &[Event], end: Millis) -> Result<Checked, TestCaseError> {
+    let mut p = Checked::new(cfg.clone());
     for e in events {
         p.apply(e)?;
     }
@@ -320,18 +359,52 @@ proptest! {
         let merged = merge(&[&a, &b, &c], &keys);
         let together = fold(&cfg, &merged, end)?;
         let other = fold(&cfg, &merge(&[&c, &b, &a], &keys2), end)?;
-        prop_assert_eq!(&alone.states["a"], &together.states["a"]);
+        prop_assert_eq!(alone.state("a"), together.state("a"));
         prop_assert_eq!(alone.alerts_of("a"), together.alerts_of("a"));
-        prop_assert_eq!(&together.states["a"], &other.states["a"]);
+        prop_assert_eq!(together.state("a"), other.state("a"));
         prop_assert_eq!(together.alerts_of("b"), other.alerts_of("b"));
         let again = fold(&cfg, &merged, end)?;
         prop_assert_eq!(&together.alerts, &again.alerts);
-        for s in together.states.values() {
+        for (_, s) in together.p.customers() {
             // State JSON round-trips exactly (serde_json float_roundtrip).
             let json = serde_json::to_string(s).unwrap();
             let back: CustomerState = serde_json::from_str(&json).unwrap();
             prop_assert_eq!(&back, s);
         }
+    }
+
+    /// Independent customers get the same alerts and states however they are split over
+    /// partitions (each partition with its own clock), as with all of them in one.
+    #[test]
+    fn outcomes_do_not_depend_on_the_partition_split(
+        cfg in config(),
+        a in stream("a"),
+        b in stream("b"),
+        c in stream("c"),
+        d in stream("d"),
+        split in proptest::collection::vec(0..3usize, 4),
+        keys in proptest::collection::vec(any::<u32>(), 1..8),
+    ) {
+        let streams = [&a, &b, &c, &d];
+        let ids = ["a", "b", "c", "d"];
+        let end = streams.iter().filter_map(|s| s.last()).map(|e| e.occurred_at).max().unwrap() + 400 * DAY;
+        let one = fold(&cfg, &merge(&streams, &keys), end)?;
+        let mut alerts = 0;
+        for part in 0..3 {
+            let mine: Vec<usize> = (0..4).filter(|i| split[*i] == part).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let events = merge(&mine.iter().map(|i| streams[*i]).collect::<Vec<_>>(), &keys);
+            let p = fold(&cfg, &events, end)?;
+            prop_assert_eq!(p.p.len(), mine.len());
+            for i in mine {
+                prop_assert_eq!(p.state(ids[i]), one.state(ids[i]));
+                prop_assert_eq!(p.alerts_of(ids[i]), one.alerts_of(ids[i]));
+            }
+            alerts += p.alerts.len();
+        }
+        prop_assert_eq!(alerts, one.alerts.len());
     }
 
     /// Between events, P(alive) never increases and the risk never decreases as silence grows
@@ -344,7 +417,7 @@ proptest! {
     ) {
         let last = events.last().unwrap().occurred_at;
         let p = fold(&cfg, &events, last)?;
-        let state = &p.states["a"];
+        let state = p.state("a");
         let mut ts: Vec<Millis> = offsets.iter().map(|o| last + o).collect();
         ts.sort_unstable();
         let evals: Vec<_> = ts.iter().map(|t| evaluate(state, *t, &cfg)).collect();

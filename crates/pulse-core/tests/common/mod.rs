@@ -1,12 +1,12 @@
-//! A small builder that drives one customer through `decide` the way fold does: the clock only
-//! moves forward, and every timer the clock passes fires at its due instant, in order, before
-//! the event that moved the clock is applied.
+//! A small builder that drives one customer through a [`Partition`], as fold does: the clock
+//! only moves forward, and every timer the clock passes fires at its due instant, in order,
+//! before the event that moved the clock is applied.
 
 #![allow(dead_code)]
 
 use pulse_core::event::{Click, ClickKind, Order, OrderKind, Support, SupportKind, HOUR};
 use pulse_core::{
-    decide, evaluate, Alert, AlertKind, Body, CustomerState, Evaluation, Event, Input, Millis,
+    evaluate, Alert, AlertKind, Body, CustomerState, Evaluation, Event, Millis, Partition,
     ScoringConfig, DAY,
 };
 
@@ -19,9 +19,8 @@ pub fn day(d: f64) -> Millis {
 
 pub struct Customer {
     pub id: String,
-    pub state: CustomerState,
     pub cfg: ScoringConfig,
-    pub clock: Millis,
+    pub partition: Partition,
     pub alerts: Vec<Alert>,
     pub timers_fired: u32,
     seq: u64,
@@ -35,36 +34,36 @@ impl Customer {
     pub fn with(cfg: ScoringConfig) -> Self {
         Customer {
             id: "c-1".into(),
-            state: CustomerState::default(),
             cfg,
-            clock: T0 - DAY,
+            partition: Partition::new(),
             alerts: Vec::new(),
             timers_fired: 0,
             seq: 0,
         }
     }
 
+    /// The customer's state (after its first event).
+    pub fn state(&self) -> &CustomerState {
+        self.partition
+            .customer(&self.id)
+            .expect("the customer has had an event")
+    }
+
+    pub fn clock(&self) -> Millis {
+        self.partition.clock()
+    }
+
     /// Moves the clock to `t`, firing every timer it passes.
     pub fn advance(&mut self, t: Millis) -> &mut Self {
-        while let Some(due) = self.state.next_timer {
-            if due > t {
-                break;
-            }
-            assert!(
-                due > self.clock,
-                "timer {due} not after the clock {}",
-                self.clock
-            );
-            self.clock = due;
-            self.timers_fired += 1;
-            assert!(self.timers_fired < 10_000, "busy timer loop");
-            let d = decide(&mut self.state, &self.id, Input::Timer, due, &self.cfg);
-            if let Some(next) = d.next_timer {
+        let (fired, alerts) = (&mut self.timers_fired, &mut self.alerts);
+        self.partition.advance(t, &self.cfg, |_, due, state, a| {
+            *fired += 1;
+            assert!(*fired < 10_000, "busy timer loop");
+            if let Some(next) = state.next_timer {
                 assert!(next > due, "timer {next} not after {due}");
             }
-            self.alerts.extend(d.alerts);
-        }
-        self.clock = self.clock.max(t);
+            alerts.extend(a);
+        });
         self
     }
 
@@ -77,17 +76,12 @@ impl Customer {
             occurred_at: t,
             body,
         };
-        let d = decide(
-            &mut self.state,
-            &self.id,
-            Input::Event(&e),
-            self.clock,
-            &self.cfg,
-        );
-        if let Some(next) = d.next_timer {
-            assert!(next > self.clock, "timer {next} not after {}", self.clock);
+        let alerts = self.partition.apply(&e, &self.cfg);
+        let clock = self.clock();
+        if let Some(next) = self.state().next_timer {
+            assert!(next > clock, "timer {next} not after {clock}");
         }
-        self.alerts.extend(d.alerts);
+        self.alerts.extend(alerts);
         self
     }
 
@@ -143,7 +137,7 @@ impl Customer {
     }
 
     pub fn eval(&self, t: Millis) -> Evaluation {
-        evaluate(&self.state, t, &self.cfg)
+        evaluate(self.state(), t, &self.cfg)
     }
 
     /// `(kind, from, to, at)` of every alert so far.

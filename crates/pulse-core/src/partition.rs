@@ -1,0 +1,333 @@
+//! One canonical partition's side of the rules: its clock, its customers' states and their
+//! timers, and the one order in which events and timers meet `decide` (invariant 1).
+//!
+//! The clock is the largest event or tick time the partition has seen. Moving it fires every
+//! timer it passes at the timer's due instant, in (due, customer id) order, before the record
+//! that moved it is applied; an event is then decided at the clock (not at its own time: a
+//! late event is judged as of everything already folded). Fold, replay, the backtest, `pulse
+//! bench`, the benches and the core's tests all drive this type, so "as fold drives it" holds
+//! by construction.
+//!
+//! What is the service's, not the rules', stays out: event-id dedupe, erasure suppression,
+//! the outbox, counts and metrics sit around [`Partition::advance`] and [`Partition::apply`]
+//! (which is why they are two steps). Storage is private so that where states live (a map
+//! today) can change without touching the drivers.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::alert::Alert;
+use crate::config::ScoringConfig;
+use crate::engine::{decide, Input};
+use crate::event::{Event, Millis};
+use crate::state::CustomerState;
+
+/// A partition's customers, clock and pending timers. Pure: time only moves when a caller
+/// passes it in.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Partition {
+    clock: Millis,
+    customers: HashMap<String, CustomerState>,
+    /// Exactly one entry per customer with a `next_timer`: `(next_timer, customer id)`. The
+    /// set's order is the firing order.
+    timers: BTreeSet<(Millis, String)>,
+}
+
+impl Partition {
+    /// The clock of a partition that has folded nothing: the epoch, before every event time
+    /// ingest accepts (years 2000 to 2200), and what a store with no checkpoint resumes at.
+    pub const START: Millis = 0;
+
+    /// An empty partition at [`Partition::START`].
+    pub fn new() -> Self {
+        Partition::default()
+    }
+
+    /// A partition as it was committed: its clock and its customers; the timers are rebuilt
+    /// from each state's `next_timer`.
+    pub fn restore(
+        clock: Millis,
+        customers: impl IntoIterator<Item = (String, CustomerState)>,
+    ) -> Self {
+        let customers: HashMap<String, CustomerState> = customers.into_iter().collect();
+        let timers = customers
+            .iter()
+            .filter_map(|(id, s)| Some((s.next_timer?, id.clone())))
+            .collect();
+        Partition {
+            clock,
+            customers,
+            timers,
+        }
+    }
+
+    /// The largest event or tick time folded (or the clock restored).
+    pub fn clock(&self) -> Millis {
+        self.clock
+    }
+
+    /// Moves the clock to `time` if that is later, firing every timer due at or before it in
+    /// (due, customer id) order, each decided with [`Input::Timer`] at its due instant. For
+    /// every timer fired, `on(customer id, due, state after, alerts)` is called, also when it
+    /// raised no alert (the state changed: fold writes it). An earlier or equal `time` does
+    /// nothing, so no timer fires twice and none fires at or before a clock already passed.
+    pub fn advance(
+        &mut self,
+        time: Millis,
+        cfg: &ScoringConfig,
+        mut on: impl FnMut(&str, Millis, &CustomerState, Vec<Alert>),
+    ) {
+        if time <= self.clock {
+            return;
+        }
+        self.clock = time;
+        while let Some((due, _)) = self.timers.first() {
+            if *due > self.clock {
+                break;
+            }
+            let (due, id) = self.timers.pop_first().expect("a first timer");
+            let Some(state) = self.customers.get_mut(&id) else {
+                debug_assert!(false, "timer of an unknown customer {id}");
+                continue;
+            };
+            debug_assert_eq!(state.next_timer, Some(due), "stale timer of {id}");
+            let decision = decide(state, &id, Input::Timer, due, cfg);
+            // Invariant 10: a timer is later than the instant that set it, so this loop ends.
+            debug_assert!(decision.next_timer.is_none_or(|t| t > due));
+            on(&id, due, state, decision.alerts);
+            if let Some(next) = decision.next_timer {
+                self.timers.insert((next, id));
+            }
+        }
+    }
+
+    /// Applies `event` at the clock, creating its customer if new, and returns its alerts in
+    /// emission order. The caller has advanced the clock to the event's time first (fold
+    /// dedupes and suppresses in between; [`Partition::step`] does both).
+    pub fn apply(&mut self, event: &Event, cfg: &ScoringConfig) -> Vec<Alert> {
+        debug_assert!(
+            event.occurred_at <= self.clock,
+            "event at {} applied before the clock ({}) was advanced to it",
+            event.occurred_at,
+            self.clock
+        );
+        let id = event.customer_id.as_str();
+        // Looked up before inserting so that a known customer's id is not copied per event.
+        if !self.customers.contains_key(id) {
+            self.customers
+                .insert(id.to_string(), CustomerState::default());
+        }
+        let state = self.customers.get_mut(id).expect("inserted above");
+        let before = state.next_timer;
+        let decision = decide(state, id, Input::Event(event), self.clock, cfg);
+        debug_assert!(decision.next_timer.is_none_or(|t| t > self.clock));
+        if before != decision.next_timer {
+            if let Some(t) = before {
+                self.timers.remove(&(t, id.to_string()));
+            }
+            if let Some(t) = decision.next_timer {
+                self.timers.insert((t, id.to_string()));
+            }
+        }
+        decision.alerts
+    }
+
+    /// [`Partition::advance`] to the event's time, then [`Partition::apply`]: the timers'
+    /// alerts and the event's, in emission order. For drivers with no dedupe or erasure of
+    /// their own between the two steps.
+    pub fn step(&mut self, event: &Event, cfg: &ScoringConfig) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        self.advance(event.occurred_at, cfg, |_, _, _, a| alerts.extend(a));
+        alerts.extend(self.apply(event, cfg));
+        alerts
+    }
+
+    /// Forgets a customer (erasure): its state and its timer.
+    pub fn remove(&mut self, customer_id: &str) -> Option<CustomerState> {
+        let state = self.customers.remove(customer_id)?;
+        if let Some(t) = state.next_timer {
+            self.timers.remove(&(t, customer_id.to_string()));
+        }
+        Some(state)
+    }
+
+    pub fn customer(&self, customer_id: &str) -> Option<&CustomerState> {
+        self.customers.get(customer_id)
+    }
+
+    /// Every customer, in no particular order.
+    pub fn customers(&self) -> impl Iterator<Item = (&String, &CustomerState)> {
+        self.customers.iter()
+    }
+
+    /// Customers held.
+    pub fn len(&self) -> usize {
+        self.customers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.customers.is_empty()
+    }
+
+    /// Timers scheduled (one per customer at most).
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// The next timer to fire: `(due, customer id)`.
+    pub fn next_timer(&self) -> Option<(Millis, &str)> {
+        self.timers.first().map(|(t, id)| (*t, id.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Body, Order, OrderKind, DAY};
+
+    const T0: Millis = 1_735_689_600_000;
+
+    fn order(id: &str, n: usize, t: Millis) -> Event {
+        Event {
+            event_id: format!("{id}-{n}"),
+            customer_id: id.into(),
+            occurred_at: t,
+            body: Body::Order(Order {
+                kind: OrderKind::Placed,
+                order_id: format!("o-{n}"),
+                amount_minor: 3_000,
+                currency: "EUR".into(),
+                item_count: 1,
+                channel: None,
+            }),
+        }
+    }
+
+    /// Six weekly orders: a repeat buyer, whose P(alive) threshold sets a timer.
+    fn buyer(p: &mut Partition, id: &str, cfg: &ScoringConfig) {
+        for n in 0..6 {
+            p.step(&order(id, n, T0 + n as Millis * 7 * DAY), cfg);
+        }
+    }
+
+    #[test]
+    fn timers_due_at_the_same_instant_fire_in_customer_id_order() {
+        let cfg = ScoringConfig::default();
+        let mut p = Partition::new();
+        // Identical histories, "b" folded first: the same timers, inserted in the other order.
+        for n in 0..6 {
+            let t = T0 + n as Millis * 7 * DAY;
+            p.step(&order("b", n, t), &cfg);
+            p.step(&order("a", n, t), &cfg);
+        }
+        let due = p.customer("a").unwrap().next_timer.expect("a timer");
+        assert_eq!(p.customer("b").unwrap().next_timer, Some(due));
+        assert_eq!(p.pending_timers(), 2);
+        assert_eq!(p.next_timer(), Some((due, "a")));
+        let mut fired = Vec::new();
+        p.advance(due + 400 * DAY, &cfg, |id, at, s, _| {
+            assert!(s.next_timer.is_none_or(|t| t > at));
+            fired.push((at, id.to_string()));
+        });
+        assert!(fired.len() >= 2, "fired {fired:?}");
+        assert_eq!(fired[0], (due, "a".to_string()));
+        assert_eq!(fired[1], (due, "b".to_string()));
+        // Every instant both fired at, "a" first; overall (due, id) order.
+        let mut sorted = fired.clone();
+        sorted.sort();
+        assert_eq!(fired, sorted);
+    }
+
+    /// `(due, customer)` of every timer an advance to `t` fires.
+    fn fire(p: &mut Partition, t: Millis, cfg: &ScoringConfig) -> Vec<(Millis, String)> {
+        let mut fired = Vec::new();
+        p.advance(t, cfg, |id, at, s, _| {
+            assert_eq!(s.next_timer.filter(|next| *next <= at), None);
+            fired.push((at, id.to_string()));
+        });
+        fired
+    }
+
+    #[test]
+    fn no_timer_fires_at_or_before_a_clock_already_passed() {
+        let cfg = ScoringConfig::default();
+        let mut p = Partition::new();
+        buyer(&mut p, "a", &cfg);
+        let due = p.customer("a").unwrap().next_timer.expect("a timer");
+        let clock = p.clock();
+        assert!(due > clock);
+        // Up to a millisecond before the due time: nothing.
+        assert_eq!(fire(&mut p, due - 1, &cfg), vec![]);
+        assert_eq!(p.clock(), due - 1);
+        // Exactly at it: fires once, at its due instant.
+        assert_eq!(fire(&mut p, due, &cfg), vec![(due, "a".to_string())]);
+        // The same instant again, and an earlier one: nothing, and the clock stays.
+        assert_eq!(fire(&mut p, due, &cfg), vec![]);
+        assert_eq!(fire(&mut p, clock, &cfg), vec![]);
+        assert_eq!(p.clock(), due);
+        // Later timers fire only after the clock, each once, in time order.
+        let later = fire(&mut p, due + 800 * DAY, &cfg);
+        assert!(!later.is_empty());
+        assert!(later[0].0 > due, "fired {later:?}");
+        assert!(later.windows(2).all(|w| w[0].0 < w[1].0), "fired {later:?}");
+        assert_eq!(fire(&mut p, due + 800 * DAY, &cfg), vec![]);
+        // Every timer still pending is after the clock.
+        assert!(p.next_timer().is_none_or(|(t, _)| t > p.clock()));
+    }
+
+    #[test]
+    fn a_late_event_is_decided_at_the_clock() {
+        let cfg = ScoringConfig::default();
+        let mut p = Partition::new();
+        p.step(&order("a", 0, T0 + 10 * DAY), &cfg);
+        // "b"'s event is older than the clock: the clock stays, and "b" is judged as of it.
+        p.step(&order("b", 0, T0), &cfg);
+        assert_eq!(p.clock(), T0 + 10 * DAY);
+        let b = p.customer("b").unwrap();
+        assert!(b.next_timer.is_none_or(|t| t > T0 + 10 * DAY));
+        let mut alone = Partition::new();
+        alone.step(&order("b", 0, T0), &cfg);
+        alone.advance(T0 + 10 * DAY, &cfg, |_, _, _, _| {});
+        // Decided at the clock, not at its own time, so not the same as folded alone.
+        assert_ne!(b.announced, alone.customer("b").unwrap().announced);
+    }
+
+    #[test]
+    fn restore_rebuilds_the_timers_and_continues_as_if_uninterrupted() {
+        let cfg = ScoringConfig::default();
+        let mut p = Partition::new();
+        buyer(&mut p, "a", &cfg);
+        buyer(&mut p, "b", &cfg);
+        let restored = Partition::restore(
+            p.clock(),
+            p.customers().map(|(id, s)| (id.clone(), s.clone())),
+        );
+        assert_eq!(restored, p);
+        let (mut x, mut y) = (p, restored);
+        let end = T0 + 900 * DAY;
+        let (mut ax, mut ay) = (Vec::new(), Vec::new());
+        x.advance(end, &cfg, |id, at, _, a| ax.push((id.to_string(), at, a)));
+        y.advance(end, &cfg, |id, at, _, a| ay.push((id.to_string(), at, a)));
+        assert!(!ax.is_empty());
+        assert_eq!(ax, ay);
+        assert_eq!(x, y);
+    }
+
+    #[test]
+    fn remove_forgets_state_and_timer() {
+        let cfg = ScoringConfig::default();
+        let mut p = Partition::new();
+        buyer(&mut p, "a", &cfg);
+        buyer(&mut p, "b", &cfg);
+        assert_eq!(p.pending_timers(), 2);
+        let gone = p.remove("a").expect("a was there");
+        assert!(gone.next_timer.is_some());
+        assert_eq!((p.len(), p.pending_timers()), (1, 1));
+        assert_eq!(p.remove("a"), None);
+        let mut fired = Vec::new();
+        p.advance(T0 + 900 * DAY, &cfg, |id, _, _, _| {
+            fired.push(id.to_string())
+        });
+        assert!(!fired.is_empty());
+        assert!(fired.iter().all(|id| id == "b"), "fired {fired:?}");
+    }
+}
