@@ -1,8 +1,9 @@
 //! Fold: the projection of the canonical log into per-customer state, one sled database per
 //! assigned partition.
 //!
-//! For each record: advance the partition clock (events and ticks carry time), fire the timers
-//! it passes, dedupe by event_id, and let pulse-core decide. Every `commit_max_events` records
+//! For each record: advance the partition clock (events and ticks carry time), firing the
+//! timers it passes, dedupe by event_id, and apply the event: the clock, timers and decisions
+//! are pulse-core's `Partition`; dedupe, suppression, erasure and the outbox are fold's. Every `commit_max_events` records
 //! or `commit_interval_ms`, one atomic sled write holds the touched customers, the dedupe
 //! changes, the alerts (as an outbox) and the next offset + clock; only then are the alerts
 //! produced, and removed from the outbox once acknowledged. sled, not the group's committed
@@ -20,7 +21,7 @@
 //! customer in one commit and suppresses the customer's later events for good; the partition's
 //! database is then rewritten so that sled's log keeps no copy of the id.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc, Arc, RwLock};
@@ -34,9 +35,7 @@ use pulse_codec::{
     CHECKPOINT_KEY, SCHEMA_HEADER,
 };
 use pulse_core::hash::{customer_key, event_key};
-use pulse_core::{
-    decide, Alert, AlertKind, Body, CustomerState, Input, Millis, Segment, Stage, DAY,
-};
+use pulse_core::{Alert, AlertKind, Body, CustomerState, Millis, Partition, Segment, Stage, DAY};
 use pulse_store::{Checkpoint, Commit, OutboxRecord, PartitionStore};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -250,14 +249,14 @@ impl Counts {
 struct PartitionTask {
     partition: i32,
     store: PartitionStore,
-    customers: HashMap<String, CustomerState>,
-    timers: BTreeSet<(Millis, String)>,
+    /// The rules' side: clock, customers, timers. Dedupe, suppression, erasure, the outbox
+    /// and the counts below are the service's, applied around its advance and apply steps.
+    core: Partition,
     /// event-id hash → (seen at, customer key): an erasure removes its customer's entries.
     dedupe: HashMap<u128, (Millis, u128)>,
     dedupe_order: VecDeque<(Millis, u128)>,
     /// Keys of erased customers: their later events are dropped (erasure is permanent).
     suppressed: HashSet<u128>,
-    clock: Millis,
     next_offset: i64,
     committed_clock: Arc<AtomicI64>,
     counts: Arc<Counts>,
@@ -466,7 +465,7 @@ impl Fold {
                         }
                         tracing::info!(
                             partition = p,
-                            customers = task.customers.len(),
+                            customers = task.core.len(),
                             next_offset = task.next_offset,
                             outbox = task.unacked.len(),
                             "partition assigned"
@@ -684,11 +683,12 @@ impl Fold {
             task.unacked.extend(commit.outbox);
             task.committed_offset = task.next_offset;
             committed_now = true;
-            task.committed_clock.store(task.clock, Ordering::Relaxed);
-            telemetry::fold_committed(p, task.records, started.elapsed().as_secs_f64(), task.clock);
+            let clock = task.core.clock();
+            task.committed_clock.store(clock, Ordering::Relaxed);
+            telemetry::fold_committed(p, task.records, started.elapsed().as_secs_f64(), clock);
             task.counts
                 .timers
-                .store(task.timers.len() as i64, Ordering::Relaxed);
+                .store(task.core.pending_timers() as i64, Ordering::Relaxed);
             task.records = 0;
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(
@@ -803,31 +803,39 @@ fn settle_outbox(task: &mut PartitionTask, committed: Option<i64>) -> Result<(),
 
 impl PartitionTask {
     fn load(partition: i32, store: PartitionStore) -> Result<Self, PipelineError> {
-        let checkpoint = store.checkpoint()?.unwrap_or_default();
-        let mut customers = HashMap::new();
-        let mut timers = BTreeSet::new();
+        // No checkpoint: a partition that has folded nothing, at `Partition::START`.
+        let checkpoint = store.checkpoint()?.unwrap_or(Checkpoint {
+            next_offset: 0,
+            clock: Partition::START,
+        });
+        let mut failed = None;
+        let core = Partition::restore(
+            checkpoint.clock,
+            store
+                .customers()
+                .map_while(|entry| entry.map_err(|e| failed = Some(e)).ok()),
+        );
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
         let counts = Arc::new(Counts::default());
-        for entry in store.customers() {
-            let (id, state) = entry?;
-            if let Some(t) = state.next_timer {
-                timers.insert((t, id.clone()));
-            }
-            counts.customer(&state, 1);
-            customers.insert(id, state);
+        for (_, state) in core.customers() {
+            counts.customer(state, 1);
         }
         let entries = store.dedupe_entries()?;
         let dedupe = entries.iter().map(|(k, t, c)| (*k, (*t, *c))).collect();
         let mut order: Vec<(Millis, u128)> = entries.iter().map(|(k, t, _)| (*t, *k)).collect();
         order.sort_unstable();
-        counts.timers.store(timers.len() as i64, Ordering::Relaxed);
+        counts
+            .timers
+            .store(core.pending_timers() as i64, Ordering::Relaxed);
         let suppressed = store.suppressed()?.into_iter().map(|(c, _)| c).collect();
         let rewrite_pending = store.rewrite_pending()?;
         let unacked = store.outbox()?;
         let next_outbox_seq = unacked.last().map_or(0, |(s, _)| s + 1);
         Ok(PartitionTask {
             partition,
-            customers,
-            timers,
+            core,
             dedupe,
             dedupe_order: order.into(),
             suppressed,
@@ -835,7 +843,6 @@ impl PartitionTask {
             outbox_purged: Vec::new(),
             rewrite_pending,
             last_rewrite: None,
-            clock: checkpoint.clock,
             next_offset: checkpoint.next_offset,
             committed_clock: Arc::new(AtomicI64::new(checkpoint.clock)),
             counts,
@@ -855,36 +862,29 @@ impl PartitionTask {
     }
 
     fn forget_stage_counts(&self) {
-        for s in self.customers.values() {
+        for (_, s) in self.core.customers() {
             self.counts.customer(s, -1);
         }
     }
 
-    /// Moves the clock to `time` if later, firing every timer it passes, in (due, customer)
-    /// order so replay fires them identically.
+    /// Moves the clock to `time` if later, firing the timers it passes (`Partition::advance`:
+    /// (due, customer) order, so replay fires them identically), then evicts the dedupe
+    /// entries the window left behind.
     fn advance_clock(&mut self, time: Millis, offset: i64, config: &Config) {
-        if time <= self.clock {
+        if time <= self.core.clock() {
             return;
         }
-        self.clock = time;
-        while let Some((due, id)) = self.timers.first().cloned() {
-            if due > self.clock {
-                break;
-            }
-            self.timers.pop_first();
-            let Some(state) = self.customers.get_mut(&id) else {
-                continue;
-            };
-            if state.next_timer != Some(due) {
-                continue;
-            }
+        // Collected, then emitted: emitting needs the whole task, which the partition's
+        // advance borrows.
+        let mut fired: Vec<(String, Millis, Vec<Alert>)> = Vec::new();
+        self.core
+            .advance(time, &config.scoring, |id, due, _, alerts| {
+                fired.push((id.to_string(), due, alerts));
+            });
+        for (id, due, alerts) in fired {
             self.metrics.timer_fired(due);
-            let decision = decide(state, &id, Input::Timer, due, &config.scoring);
-            if let Some(t) = decision.next_timer {
-                self.timers.insert((t, id.clone()));
-            }
             self.dirty.insert(id);
-            for alert in decision.alerts {
+            for alert in alerts {
                 self.emit(alert, offset, config);
             }
         }
@@ -892,7 +892,7 @@ impl PartitionTask {
     }
 
     fn evict_dedupe(&mut self, config: &Config) {
-        let horizon = self.clock - config.fold.dedupe_window_days * DAY;
+        let horizon = self.core.clock() - config.fold.dedupe_window_days * DAY;
         while let Some(&(t, k)) = self.dedupe_order.front() {
             if t >= horizon {
                 break;
@@ -924,32 +924,20 @@ impl PartitionTask {
                 self.metrics.duplicate();
                 return;
             }
-            self.dedupe.insert(key, (self.clock, customer));
-            self.dedupe_order.push_back((self.clock, key));
-            self.dedupe_changes
-                .push((key, Some((self.clock, customer))));
+            let clock = self.core.clock();
+            self.dedupe.insert(key, (clock, customer));
+            self.dedupe_order.push_back((clock, key));
+            self.dedupe_changes.push((key, Some((clock, customer))));
         }
         self.metrics
             .event(event.body.kind_name(), event.occurred_at);
         let id = &event.customer_id;
-        let counts = &self.counts;
-        let state = self.customers.entry(id.clone()).or_insert_with(|| {
-            let state = CustomerState::default();
-            counts.customer(&state, 1);
-            state
-        });
-        let old_timer = state.next_timer;
-        let decision = decide(state, id, Input::Event(event), self.clock, &config.scoring);
-        if old_timer != decision.next_timer {
-            if let Some(t) = old_timer {
-                self.timers.remove(&(t, id.clone()));
-            }
-            if let Some(t) = decision.next_timer {
-                self.timers.insert((t, id.clone()));
-            }
+        if self.core.customer(id).is_none() {
+            self.counts.customer(&CustomerState::default(), 1);
         }
+        let alerts = self.core.apply(event, &config.scoring);
         self.dirty.insert(id.clone());
-        for alert in decision.alerts {
+        for alert in alerts {
             self.emit(alert, offset, config);
         }
     }
@@ -966,11 +954,8 @@ impl PartitionTask {
     fn erase(&mut self, event: &pulse_core::Event, customer: u128, offset: i64, config: &Config) {
         let id = &event.customer_id;
         let already_erased = !self.suppressed.insert(customer);
-        if let Some(state) = self.customers.remove(id) {
+        if let Some(state) = self.core.remove(id) {
             self.counts.customer(&state, -1);
-            if let Some(t) = state.next_timer {
-                self.timers.remove(&(t, id.clone()));
-            }
         }
         self.dirty.remove(id);
         let mine: Vec<u128> = self
@@ -1002,7 +987,7 @@ impl PartitionTask {
         self.outbox_purged.extend(purged);
         if !already_erased {
             self.erased.insert(id.clone());
-            self.new_suppressed.push((customer, self.clock));
+            self.new_suppressed.push((customer, self.core.clock()));
         }
         telemetry::customer_erased(self.partition, offset, already_erased);
         let encoding = config.encoding.alerts;
@@ -1010,7 +995,7 @@ impl PartitionTask {
             customer,
             &event.event_id,
             offset,
-            self.clock,
+            self.core.clock(),
             already_erased,
         );
         let mut headers: Vec<(String, String)> = erasure_headers(&confirmation, "pulse", encoding)
@@ -1089,14 +1074,17 @@ impl PartitionTask {
         let mut customers: Vec<(String, Option<CustomerState>)> = self
             .dirty
             .drain()
-            .filter_map(|id| self.customers.get(&id).map(|s| (id, Some(s.clone()))))
+            .filter_map(|id| {
+                let state = self.core.customer(&id)?.clone();
+                Some((id, Some(state)))
+            })
             .collect();
         customers.extend(self.erased.drain().map(|id| (id, None)));
         // Key order, so that the changelog of a commit does not depend on hash order.
         customers.sort_by(|a, b| a.0.cmp(&b.0));
         let checkpoint = Checkpoint {
             next_offset: self.next_offset,
-            clock: self.clock,
+            clock: self.core.clock(),
         };
         if let Some((topic, encoding)) = changelog {
             let record = |key: &str, value: Option<Vec<u8>>| OutboxRecord {
