@@ -1,7 +1,7 @@
 //! `pulse bench`: throughput figures printed as ratios to a baseline measured in the same run.
 //!
-//! 1. The pure core: `decide` over simulated events and their timers in memory (events/s on
-//!    one core).
+//! 1. The pure core: a `Partition` over simulated events and their timers in memory, as fold
+//!    drives it (events/s on one core).
 //! 2. Fold over a canonical log on a real Kafka-protocol broker vs a plain rdkafka consumer
 //!    reading the same topic (the ceiling anything fed from Kafka can reach here).
 //! 3. The cost of the delivery guarantees: fold over the same canonical log in four modes,
@@ -14,13 +14,11 @@
 //!    are no-ops); then the Prometheus recorder the service uses is installed (once per
 //!    process, never removed: hence last) and effectively-once runs again.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use pulse_codec::{encode_canonical, Canonical, Encoding, Source};
-use pulse_core::{decide, CustomerState, Event, Input, Millis, ScoringConfig};
+use pulse_core::{Event, Partition, ScoringConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -75,50 +73,19 @@ pub struct CorePass {
 }
 
 /// The pure core over `events` (in time order) from empty states, as fold drives it, one
-/// thread, no I/O: every customer's timer fires once the partition clock (the latest event
-/// time) reaches it, before the event that moved the clock, then `decide` takes the event.
-/// Customers are indexed before the clock starts, so the figure is the engine's, not a map's.
+/// thread, no I/O: all customers in one [`Partition`], each event advancing the clock (firing
+/// the timers it passes, in (due, customer) order at their due instants) and then applied at
+/// the clock. The figure includes the partition's map and timer set, as fold's does.
 pub fn core_pass(events: &[Event], cfg: &ScoringConfig) -> CorePass {
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    let slots: Vec<usize> = events
-        .iter()
-        .map(|e| {
-            let next = index.len();
-            *index.entry(e.customer_id.as_str()).or_insert(next)
-        })
-        .collect();
-    let mut ids = vec![""; index.len()];
-    for (id, i) in index {
-        ids[i] = id;
-    }
-    let mut states = vec![CustomerState::default(); ids.len()];
-    let mut timers: BinaryHeap<Reverse<(Millis, usize)>> = BinaryHeap::new();
+    let mut partition = Partition::new();
     let (mut fired, mut alerts) = (0, 0);
     let started = Instant::now();
-    for (&c, e) in slots.iter().zip(events) {
-        while let Some(&Reverse((due, t))) = timers.peek() {
-            if due > e.occurred_at {
-                break;
-            }
-            timers.pop();
-            let s = &mut states[t];
-            // A timer replaced by a later decision is stale.
-            if s.next_timer == Some(due) {
-                let d = decide(s, ids[t], Input::Timer, due, cfg);
-                fired += 1;
-                alerts += d.alerts.len();
-                if let Some(next) = d.next_timer {
-                    timers.push(Reverse((next, t)));
-                }
-            }
-        }
-        let s = &mut states[c];
-        let before = s.next_timer;
-        let d = decide(s, &e.customer_id, Input::Event(e), e.occurred_at, cfg);
-        alerts += d.alerts.len();
-        if let Some(next) = d.next_timer.filter(|n| Some(*n) != before) {
-            timers.push(Reverse((next, c)));
-        }
+    for e in events {
+        partition.advance(e.occurred_at, cfg, |_, _, _, a| {
+            fired += 1;
+            alerts += a.len();
+        });
+        alerts += partition.apply(e, cfg).len();
     }
     CorePass {
         elapsed: started.elapsed(),
@@ -134,8 +101,8 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let pass = core_pass(&events, &ScoringConfig::default());
     let core = events.len() as f64 / pass.elapsed.as_secs_f64();
     println!(
-        "core: {:.0} events/s (decide over {} events and the {} timers they set, one thread, \
-         in memory)",
+        "core: {:.0} events/s (one Partition over {} events and the {} timers they set, one \
+         thread, in memory)",
         core,
         events.len(),
         pass.timers
