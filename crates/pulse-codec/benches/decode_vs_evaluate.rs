@@ -8,7 +8,8 @@
 //!   codec's fields, which left out validation).
 //! - `decode_vs_evaluate/evaluate_full`: [`evaluate`] of a rich customer (orders on five distinct days, so four
 //!   repeat purchases for the BTYD models, a dozen clicks, a CSAT answer) whose history was
-//!   decoded with `decode_input` and folded with `decide`, a day after its last event.
+//!   decoded with `decode_input` and folded through a `Partition` as fold does, a day after
+//!   its last event.
 //!
 //! After criterion's figures it prints the ratio of evaluation to each decode, measured in
 //! the same run by an interleaved loop (rounds of N decodes of the order, N decodes of the
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use pulse_codec::time::format_rfc3339;
 use pulse_codec::{decode_input, Encoding, Family};
-use pulse_core::{decide, evaluate, CustomerState, Event, Input, Millis, ScoringConfig, DAY};
+use pulse_core::{evaluate, CustomerState, Event, Millis, Partition, ScoringConfig, DAY};
 
 /// The service's default `ingest.max_record_bytes`.
 const MAX_RECORD_BYTES: usize = 1 << 20;
@@ -113,17 +114,15 @@ fn rich_customer(cfg: &ScoringConfig) -> (CustomerState, Millis) {
     // And a last look around two days after the last order.
     records.extend(session(60, 9, ["page_view", "search", "product_view"]));
 
-    let mut s = CustomerState::default();
+    let mut partition = Partition::new();
     let mut last = T0;
     for (family, json) in &records {
         let e = decode(*family, json);
         assert!(e.occurred_at >= last, "records in time order");
         last = e.occurred_at;
-        while let Some(due) = s.next_timer.filter(|due| *due <= last) {
-            decide(&mut s, CUSTOMER, Input::Timer, due, cfg);
-        }
-        decide(&mut s, CUSTOMER, Input::Event(&e), last, cfg);
+        partition.step(&e, cfg);
     }
+    let s = partition.customer(CUSTOMER).expect("the customer").clone();
     assert!(s.orders.purchase_days >= 4, "x >= 3 repeat purchases");
     assert_eq!((s.clicks.events, s.support.csat_answers), (12, 1));
     (s, last + DAY)

@@ -1,9 +1,10 @@
-//! The engine's hot paths on one core: folding ordinary events through `decide`, and one
-//! evaluation. Run with `cargo bench -p pulse-core --bench engine`.
+//! The engine's hot paths on one core: folding ordinary events through a [`Partition`] as
+//! fold drives it, and one evaluation. Run with `cargo bench -p pulse-core --bench engine`.
 //!
 //! The population: 10,000 customers with a few months of history (70% buyers with 1–12
-//! orders, clicks, some support), then a day of new events spread over all of them. States
-//! live in a `Vec` indexed by customer, so the figures are the engine's, not a map's.
+//! orders, clicks, some support) folded into one partition, then a day of new events spread
+//! over all of them. The fold figures are the partition's: its customer map and timer set
+//! included, and the timers falling inside the measured day fired, as in fold.
 //!
 //! The yardstick, the real decode of an input event against one evaluation in the same run,
 //! is pulse-codec's bench: `cargo bench -p pulse-codec --bench decode_vs_evaluate`.
@@ -12,7 +13,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use pulse_core::event::{Click, ClickKind, Order, OrderKind, Support, SupportKind, MINUTE};
-use pulse_core::{decide, evaluate, Body, CustomerState, Event, Input, Millis, ScoringConfig, DAY};
+use pulse_core::{decide, evaluate, Body, CustomerState, Event, Input, Millis, Partition};
+use pulse_core::{ScoringConfig, DAY};
 
 const T0: Millis = 1_735_689_600_000;
 const CUSTOMERS: usize = 10_000;
@@ -79,14 +81,12 @@ fn ev(i: usize, t: Millis, body: Body) -> Event {
     }
 }
 
-/// States after ~120 days of history, and the day that follows as events.
-fn population(mixed: bool) -> (Vec<CustomerState>, Vec<(usize, Event)>) {
+/// A partition after ~120 days of history, and the day that follows as events.
+fn population(mixed: bool) -> (Partition, Vec<Event>) {
     let cfg = ScoringConfig::default();
     let mut rng = Rng(7);
-    let mut states = vec![CustomerState::default(); CUSTOMERS];
-    for (i, s) in states.iter_mut().enumerate() {
-        let id = format!("c-{i}");
-        let mut history = Vec::new();
+    let mut history = Vec::new();
+    for i in 0..CUSTOMERS {
         let orders = if rng.below(10) < 7 {
             1 + rng.below(12)
         } else {
@@ -94,33 +94,32 @@ fn population(mixed: bool) -> (Vec<CustomerState>, Vec<(usize, Event)>) {
         };
         for _ in 0..orders {
             let t = T0 + rng.below(120 * DAY as u64) as Millis;
-            history.push((t, order(1_000 + rng.below(9_000) as i64)));
+            history.push(ev(i, t, order(1_000 + rng.below(9_000) as i64)));
         }
         for _ in 0..rng.below(40) {
             let t = T0 + rng.below(120 * DAY as u64) as Millis;
-            history.push((t, random_click(&mut rng)));
+            history.push(ev(i, t, random_click(&mut rng)));
         }
         if rng.below(5) == 0 {
             let t = T0 + rng.below(120 * DAY as u64) as Millis;
-            history.push((
+            history.push(ev(
+                i,
                 t,
                 support(SupportKind::CsatSubmitted, Some(1 + rng.below(5) as u8)),
             ));
         }
-        history.sort_by_key(|(t, _)| *t);
-        let start = T0 + 120 * DAY;
-        for (t, body) in history {
-            let e = ev(i, t, body);
-            decide(s, &id, Input::Event(&e), t, &cfg);
-        }
-        // Fire the timers the partition clock passed, as fold does, so the measured day
-        // announces only what its own events change.
-        while let Some(due) = s.next_timer.filter(|due| *due <= start) {
-            decide(s, &id, Input::Timer, due, &cfg);
-        }
     }
+    // A stable sort: one customer's events at the same instant keep their order.
+    history.sort_by_key(|e| e.occurred_at);
+    let mut partition = Partition::new();
+    for e in &history {
+        partition.step(e, &cfg);
+    }
+    // Fire the timers the clock passed before the measured day, so that the day announces
+    // only what its own events and timers change.
+    partition.advance(T0 + 120 * DAY, &cfg, |_, _, _, _| {});
     let start = T0 + 120 * DAY;
-    let mut events: Vec<(usize, Event)> = (0..EVENTS)
+    let mut events: Vec<Event> = (0..EVENTS)
         .map(|n| {
             let t = start + (n as Millis) * DAY / EVENTS as Millis;
             let i = rng.below(CUSTOMERS as u64) as usize;
@@ -134,11 +133,11 @@ fn population(mixed: bool) -> (Vec<CustomerState>, Vec<(usize, Event)>) {
                     _ => support(SupportKind::NpsSubmitted, Some(rng.below(11) as u8)),
                 }
             };
-            (i, ev(i, t + rng.below(MINUTE as u64) as Millis, body))
+            ev(i, t + rng.below(MINUTE as u64) as Millis, body)
         })
         .collect();
-    events.sort_by_key(|(_, e)| e.occurred_at);
-    (states, events)
+    events.sort_by_key(|e| e.occurred_at);
+    (partition, events)
 }
 
 fn fold(c: &mut Criterion) {
@@ -147,23 +146,14 @@ fn fold(c: &mut Criterion) {
     group.throughput(Throughput::Elements(EVENTS as u64));
     group.sample_size(20);
     for (name, mixed) in [("clicks", false), ("mixed", true)] {
-        let (states, events) = population(mixed);
+        let (partition, events) = population(mixed);
         group.bench_function(name, |b| {
             b.iter_batched_ref(
-                || states.clone(),
-                |states| {
-                    // Timers falling inside the measured day are not fired: the figure is
-                    // the event path's (a timer costs about one `evaluate/per_event`).
+                || partition.clone(),
+                |partition| {
                     let mut alerts = 0;
-                    for (i, e) in &events {
-                        let d = decide(
-                            &mut states[*i],
-                            &e.customer_id,
-                            Input::Event(e),
-                            e.occurred_at,
-                            &cfg,
-                        );
-                        alerts += d.alerts.len();
+                    for e in &events {
+                        alerts += partition.step(e, &cfg).len();
                     }
                     black_box(alerts)
                 },
@@ -176,13 +166,17 @@ fn fold(c: &mut Criterion) {
 
 fn evaluation(c: &mut Criterion) {
     let cfg = ScoringConfig::default();
-    let (states, _) = population(true);
-    // A buyer with repeat purchases, clicks and a support answer.
-    let s = states
-        .iter()
-        .find(|s| s.orders.purchase_days >= 4 && s.clicks.events > 10 && s.support.csat_answers > 0)
-        .expect("a rich customer")
-        .clone();
+    let (partition, _) = population(true);
+    // A buyer with repeat purchases, clicks and a support answer (the least id of them, so
+    // that every run measures the same one whatever the map's order).
+    let (_, s) = partition
+        .customers()
+        .filter(|(_, s)| {
+            s.orders.purchase_days >= 4 && s.clicks.events > 10 && s.support.csat_answers > 0
+        })
+        .min_by_key(|(id, _)| id.as_str())
+        .expect("a rich customer");
+    let s = s.clone();
     let at = T0 + 121 * DAY;
     let mut group = c.benchmark_group("evaluate");
     group.bench_function("full", |b| {
@@ -201,18 +195,20 @@ fn evaluation(c: &mut Criterion) {
 
 /// Every customer of the population evaluated once per iteration: buyers of every history
 /// (one-time buyers have the slowest CLV series), prospects and click-only customers (no CLV
-/// at all). Time per iteration / 10,000 = the mean cost of one full evaluation.
+/// at all), every customer with a history (a few of the 10,000 have none). Time per
+/// element = the mean cost of one full evaluation.
 fn population_evaluation(c: &mut Criterion) {
     let cfg = ScoringConfig::default();
-    let (states, _) = population(true);
+    let (partition, _) = population(true);
+    let states: Vec<&CustomerState> = partition.customers().map(|(_, s)| s).collect();
     let at = T0 + 121 * DAY;
     let mut group = c.benchmark_group("evaluate_population");
-    group.throughput(Throughput::Elements(CUSTOMERS as u64));
+    group.throughput(Throughput::Elements(states.len() as u64));
     group.sample_size(20);
     group.bench_function("all", |b| {
         b.iter(|| {
             for s in &states {
-                black_box(evaluate(black_box(s), black_box(at), &cfg));
+                black_box(evaluate(black_box(*s), black_box(at), &cfg));
             }
         })
     });
