@@ -112,20 +112,19 @@ impl Partition {
         );
         let id = event.customer_id.as_str();
         // Looked up before inserting so that a known customer's id is not copied per event.
-        if !self.customers.contains_key(id) {
-            self.customers
-                .insert(id.to_string(), CustomerState::default());
-        }
-        let state = self.customers.get_mut(id).expect("inserted above");
+        let state = match self.customers.get_mut(id) {
+            Some(state) => state,
+            None => self.customers.entry(id.to_string()).or_default(),
+        };
         let before = state.next_timer;
         let decision = decide(state, id, Input::Event(event), self.clock, cfg);
         debug_assert!(decision.next_timer.is_none_or(|t| t > self.clock));
         if before != decision.next_timer {
-            if let Some(t) = before {
-                self.timers.remove(&(t, id.to_string()));
-            }
+            // The id leaves the set with the old timer and enters it with the new one.
+            let key = before.and_then(|t| self.timers.take(&(t, id.to_string())));
             if let Some(t) = decision.next_timer {
-                self.timers.insert((t, id.to_string()));
+                let id = key.map_or_else(|| id.to_string(), |(_, id)| id);
+                self.timers.insert((t, id));
             }
         }
         decision.alerts
