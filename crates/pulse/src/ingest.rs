@@ -4,7 +4,7 @@
 //! Stateless and at-least-once: a batch's records are produced and acknowledged before the
 //! input offsets are committed, so a crash re-sends (fold's event_id dedupe absorbs it).
 //!
-//! The one part of pulse whose decisions may read the wall clock ([`Ingest::clock`]): an event
+//! The one part of pulse whose decisions may read the wall clock (`Ingest::clock`): an event
 //! dated more than `ingest.max_future_skew_ms` ahead of it is dead-lettered (`future_event`),
 //! and wall-clock ticks carry it. Both decisions are recorded (the canonical log or the
 //! dead-letter topic), and fold and replay read only the log, so replay stays deterministic.
