@@ -2,7 +2,7 @@
 # Installs moto's S3 stand-in (`moto_server`, pinned `moto[server]` from PyPI) into its own
 # virtualenv under .tools/venv-moto/, for the test that runs tansu on persistent S3 storage
 # (tests/tests/broker_restart.rs). Idempotent: does nothing when it is already installed.
-# Prints the path of moto_server. See ../shared/GUIDE.md §5.
+# Prints the path of moto_server. See README.md, "Test brokers".
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/.tools/venv-moto"

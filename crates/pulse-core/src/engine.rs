@@ -373,7 +373,11 @@ fn settle_cart(f: &mut ClickFacts, at: Millis, window: Millis) {
 /// Folds one event into the customer's facts. Holds no rules: classification is `evaluate`'s.
 pub fn evolve(state: &mut CustomerState, event: &Event, cfg: &ScoringConfig) {
     let t = event.occurred_at;
-    if state.first_seen_at == 0 || t < state.first_seen_at {
+    // 0 in a fresh state means "no event yet"; but 0 is also a valid event time (the Unix
+    // epoch: ingest accepts any time from 1970 on), so only a state still at its default is
+    // fresh, not one whose first event was at the epoch itself.
+    let fresh = state.first_seen_at == 0 && *state == CustomerState::default();
+    if fresh || t < state.first_seen_at {
         state.first_seen_at = t;
     }
     state.last_event_at = state.last_event_at.max(t);
@@ -1510,6 +1514,33 @@ pub fn scores(eval: &Evaluation) -> Vec<Score> {
 #[cfg(test)]
 mod tests {
     use super::fixed;
+
+    #[test]
+    fn an_event_at_the_unix_epoch_is_a_first_event_like_any_other() {
+        use crate::event::{Body, Click, ClickKind, Event};
+        use crate::{CustomerState, ScoringConfig};
+        let click = |t| Event {
+            event_id: format!("e{t}"),
+            customer_id: "c".into(),
+            occurred_at: t,
+            body: Body::Click(Click {
+                kind: ClickKind::PageView,
+                session_id: None,
+            }),
+        };
+        let cfg = ScoringConfig::default();
+        // Given a customer whose first event is at 1970-01-01T00:00:00Z (0 ms)
+        let mut s = CustomerState::default();
+        super::evolve(&mut s, &click(0), &cfg);
+        // When a later event arrives
+        super::evolve(&mut s, &click(5_000), &cfg);
+        // Then the first event's time is kept: 0 is a time here, not "never seen"
+        assert_eq!((s.first_seen_at, s.last_event_at), (0, 5_000));
+        // And a fresh customer still takes its first event's time, whatever it is
+        let mut fresh = CustomerState::default();
+        super::evolve(&mut fresh, &click(5_000), &cfg);
+        assert_eq!(fresh.first_seen_at, 5_000);
+    }
 
     #[test]
     fn fixed_reads_as_the_standard_rounding_away_from_ties() {

@@ -42,7 +42,7 @@ pub struct BenchArgs {
     /// Canonical-log partitions.
     #[arg(long, default_value_t = 8)]
     pub partitions: i32,
-    /// Use this broker (e.g. a tansu started by scripts/tansu.sh) instead of the mock cluster.
+    /// Use this broker (e.g. tansu: README, "Test brokers") instead of the mock cluster.
     #[arg(long)]
     pub brokers: Option<String>,
     /// Rounds of the guarantee modes (each round in a rotated order); the figures are

@@ -92,6 +92,9 @@ pub struct IngestConfig {
     pub tick_interval_ms: u64,
     pub tick_source: TickSourceConfig,
     pub allowed_lateness_ms: i64,
+    /// Events more than this ahead of ingest's wall clock are dead-lettered (`future_event`);
+    /// 0 turns the check off.
+    pub max_future_skew_ms: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -295,6 +298,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "ingest.allowed_lateness_ms",
                 "must not be negative",
+            ));
+        }
+        if self.ingest.max_future_skew_ms < 0 {
+            return Err(ConfigError::invalid(
+                "ingest.max_future_skew_ms",
+                "must not be negative (0 turns the future-event check off)",
             ));
         }
         if self.fold.dedupe_window_days < 0 {
@@ -529,6 +538,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("group.id"), "{err}");
+    }
+
+    #[test]
+    fn future_skew_is_an_hour_by_default_and_refused_by_name_when_bad() {
+        let c = Config::with_overrides("").unwrap();
+        assert_eq!(c.ingest.max_future_skew_ms, 3_600_000);
+        let off = Config::with_overrides("[ingest]\nmax_future_skew_ms = 0").unwrap();
+        assert_eq!(off.ingest.max_future_skew_ms, 0);
+        let err = Config::with_overrides("[ingest]\nmax_future_skew_ms = -1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ingest.max_future_skew_ms") && err.contains("negative"),
+            "{err}"
+        );
+        let err = Config::with_overrides("[ingest]\nmax_future_skew_ms = \"1h\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ingest.max_future_skew_ms"), "{err}");
     }
 
     #[test]

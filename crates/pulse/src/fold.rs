@@ -534,6 +534,12 @@ impl Fold {
                 task.advance_clock(time, msg.offset(), &self.config)
             }
             Ok(Canonical::Event(event, _)) => {
+                // Late: the partition already moved past it, so it is folded at the clock, after
+                // the timers its time precedes. Measured here, not at ingest, because this is
+                // where lateness has a consequence, and it is a function of the log alone.
+                if event.occurred_at < task.clock {
+                    task.metrics.late();
+                }
                 task.advance_clock(event.occurred_at, msg.offset(), &self.config);
                 task.apply(&event, msg.offset(), &self.config);
             }

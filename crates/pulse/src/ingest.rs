@@ -3,14 +3,21 @@
 //!
 //! Stateless and at-least-once: a batch's records are produced and acknowledged before the
 //! input offsets are committed, so a crash re-sends (fold's event_id dedupe absorbs it).
+//!
+//! The one part of pulse whose decisions may read the wall clock (`Ingest::clock`): an event
+//! dated more than `ingest.max_future_skew_ms` ahead of it is dead-lettered (`future_event`),
+//! and wall-clock ticks carry it. Both decisions are recorded (the canonical log or the
+//! dead-letter topic), and fold and replay read only the log, so replay stays deterministic.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pulse_codec::{
-    decode_input, encode_canonical, Canonical, Encoding, Family, Source, TickSource,
+    check_not_future, decode_input, encode_canonical, Canonical, Encoding, Family, Source,
+    TickSource,
 };
+use pulse_core::Millis;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -120,6 +127,12 @@ pub async fn run(
 }
 
 impl Ingest {
+    /// Ingest's wall clock: the only one pulse's decisions read (future-event check,
+    /// wall-clock ticks). What it decides is written to the log, never re-decided on replay.
+    fn clock(&self) -> Millis {
+        crate::wall_clock_ms()
+    }
+
     async fn handle(
         &mut self,
         msg: &BorrowedMessage<'_>,
@@ -140,7 +153,14 @@ impl Ingest {
             Some(bytes) => {
                 decode_input(family, encoding, bytes, self.config.ingest.max_record_bytes)
             }
-        };
+        }
+        .and_then(|event| {
+            let skew = self.config.ingest.max_future_skew_ms;
+            if skew > 0 {
+                check_not_future(&event, self.clock(), skew)?;
+            }
+            Ok(event)
+        });
         self.metrics.decoded(family.as_str(), decoding);
         match result {
             Ok(event) => {
@@ -209,7 +229,7 @@ impl Ingest {
                 Some(t) => t - self.config.ingest.allowed_lateness_ms,
                 None => return Ok(()),
             },
-            TickSourceConfig::WallClock => crate::wall_clock_ms(),
+            TickSourceConfig::WallClock => self.clock(),
         };
         let source = match self.config.ingest.tick_source {
             TickSourceConfig::Watermark => TickSource::Watermark,

@@ -19,7 +19,7 @@
 //! the canonical log's record timestamps are the time ingest produced each record (CreateTime
 //! set by the client, or the broker's append time), not its event time, so a broker's answer
 //! is about ingest time on every broker (and the mock answers -1, tansu its store time). The
-//! scan only decodes each record's time; reading is ~10x faster than folding (GUIDE §6).
+//! scan only decodes each record's time, which costs far less than folding it.
 //!
 //! `--verify` needs a replay that starts at the beginning of every partition: after a later
 //! start, every alert may differ (scores and announcements lack the earlier history, timers

@@ -39,6 +39,7 @@ pub const FOLD_COMMIT_RECORDS: &str = "pulse_fold_commit_records";
 pub const FOLD_OUTBOX_DEPTH: &str = "pulse_fold_outbox_records";
 pub const FOLD_CLOCK: &str = "pulse_fold_partition_clock_seconds";
 pub const FOLD_CORRUPT: &str = "pulse_fold_corrupt_records_total";
+pub const FOLD_LATE: &str = "pulse_fold_late_events_total";
 pub const ALERTS: &str = "pulse_alerts_total";
 pub const CUSTOMERS: &str = "pulse_customers";
 pub const CUSTOMERS_BY_SEGMENT: &str = "pulse_customers_by_segment";
@@ -204,6 +205,10 @@ fn describe() {
         FOLD_CORRUPT,
         "Canonical-log records fold could not decode (sent to the dead-letter topic)."
     );
+    describe_counter!(
+        FOLD_LATE,
+        "Canonical events older than their partition's clock when fold read them (folded at the clock, after the timers their time precedes had fired). Counted each time a record is folded, so a refold after a restart counts again."
+    );
     describe_counter!(ALERTS, "Alerts committed to the outbox, by type.");
     describe_gauge!(
         CUSTOMERS,
@@ -258,6 +263,7 @@ fn describe() {
     // dashboards see a series (rate() of a missing series is no data, not 0).
     counter!(FOLD_DUPLICATES).absolute(0);
     counter!(FOLD_CORRUPT).absolute(0);
+    counter!(FOLD_LATE).absolute(0);
     counter!(FOLD_TIMERS_FIRED).absolute(0);
     counter!(RESTORE_RECORDS).absolute(0);
     counter!(RESTORES).absolute(0);
@@ -329,7 +335,7 @@ pub fn ingest_dead_lettered(family: &'static str, reason_class: &str) {
 
 /// Reason classes are a closed set; anything else is counted as `other` so labels stay bounded.
 fn bounded_reason(class: &str) -> &'static str {
-    const KNOWN: [&str; 12] = [
+    const KNOWN: [&str; 13] = [
         "bad_json",
         "bad_field",
         "bad_protobuf",
@@ -342,6 +348,7 @@ fn bounded_reason(class: &str) -> &'static str {
         "bad_sentiment",
         "too_large",
         "no_value",
+        "future_event",
     ];
     KNOWN
         .iter()
@@ -470,6 +477,7 @@ const MAX_NOTED: usize = 100_000;
 pub struct FoldMetrics {
     events: Vec<(&'static str, Counter)>,
     duplicates: Counter,
+    late: Counter,
     timers_fired: Counter,
     alerts: [Counter; AlertKind::ALL.len()],
     staleness_event: Histogram,
@@ -486,6 +494,7 @@ impl FoldMetrics {
         FoldMetrics {
             events: Vec::new(),
             duplicates: counter!(FOLD_DUPLICATES),
+            late: counter!(FOLD_LATE),
             timers_fired: counter!(FOLD_TIMERS_FIRED),
             alerts: AlertKind::ALL.map(|k| counter!(ALERTS, "type" => k.as_str())),
             staleness_event: histogram!(ALERT_STALENESS, "cause" => "event"),
@@ -515,6 +524,11 @@ impl FoldMetrics {
 
     pub fn duplicate(&self) {
         self.duplicates.increment(1);
+    }
+
+    /// An event older than its partition's clock was read (see [`FOLD_LATE`]).
+    pub fn late(&self) {
+        self.late.increment(1);
     }
 
     /// A timer due at `due` fired; alerts emitted next are caused by it.

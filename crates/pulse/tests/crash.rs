@@ -5,7 +5,7 @@
 //!
 //! Broker: librdkafka's mock cluster, created in this test process and reached by the child
 //! processes over loopback TCP. It speaks the real wire protocol, starts in milliseconds and
-//! needs nothing installed; what it cannot show (GUIDE §5: transactions' isolation) is not
+//! needs nothing installed; what it cannot show (transactions' isolation: README, "Test brokers") is not
 //! asserted here. Its known limit — each partition keeps ~5 MiB, older data silently pruned —
 //! is handled by spreading the data over 16 partitions per topic and asserting that no topic
 //! was pruned (every low watermark is 0), so the test can never pass because data vanished.
@@ -34,7 +34,7 @@ const GROUP: &str = "crash";
 const CANONICAL_ENCODING: &str = "protobuf";
 
 /// The mock cluster, owned by a client created with `test.mock.num.brokers` so that its
-/// handle is reachable: the first group join then takes ~0.15 s instead of 3 s (GUIDE §5),
+/// handle is reachable: the first group join then takes ~0.15 s instead of 3 s (README, "Test brokers"),
 /// which is what lets ten restarts fit in the time budget.
 struct Broker {
     _handle: BaseProducer,
