@@ -7,6 +7,7 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod fold;
+pub mod history;
 pub mod http;
 pub mod ingest;
 pub mod kafka;
