@@ -3,6 +3,7 @@
 //!
 //! [`start`] starts the whole service; `pulse run` and the end-to-end tests both call it.
 
+pub mod backtest;
 pub mod bench;
 pub mod config;
 pub mod demo;
@@ -16,6 +17,7 @@ pub mod replay;
 pub mod simulate;
 pub mod telemetry;
 pub mod txn;
+pub mod whatif;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
