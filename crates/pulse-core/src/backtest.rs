@@ -20,8 +20,9 @@
 //! - **P(alive) calibration**: 10 equal-width bins of P(alive) at `T` against the share of
 //!   the bin that **bought in the holdout**, and the Brier score against that outcome. Alive
 //!   is not observable; buying is the observable proxy, and it is biased low: an alive
-//!   customer may still not buy within `D`, so a well calibrated P(alive) sits above the
-//!   diagonal, the more so the shorter `D` is against the usual gap between orders.
+//!   customer may still not buy within `D`, so even a well calibrated P(alive) has its points
+//!   (P(alive), share that bought) below the diagonal, the more so the shorter `D` is against
+//!   the usual gap between orders.
 //! - **Churn warnings** (the replay's `churn_warning` alerts, and the baseline rule "no order
 //!   for N days" with N the median over the cohort of the engine's mean gap between purchase
 //!   days at `T`, which warns once per silence at the instant it reaches N):

@@ -430,8 +430,10 @@ impl Axes {
 fn short(v: f64) -> String {
     if v >= 10_000.0 {
         format!("{:.0}k", v / 1000.0)
-    } else if v >= 10.0 || v == 0.0 {
+    } else if v == v.round() {
         format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
     } else {
         format!("{v:.2}")
     }
@@ -666,8 +668,8 @@ pub fn html(out: &Output) -> String {
     s += &deciles_svg(r);
     s += "</div>";
     s += "<p class=\"note\">Calibration is scored against <b>buying in the holdout</b>, the observable proxy for being alive: \
-          an alive customer may still not buy within the horizon, so a calibrated P(alive) sits above the diagonal, \
-          the more so the shorter the horizon. Predicted spend: expected holdout purchase days × Gamma-Gamma expected \
+          an alive customer may still not buy within the horizon, so even a calibrated P(alive) has its points below \
+          the diagonal, the more so the shorter the horizon. Predicted spend: expected holdout purchase days × Gamma-Gamma expected \
           spend per purchase day (undiscounted).</p>";
     s += "<h2>Conditional expectations by calibration repeat purchases</h2><table><tr><th>x at the split</th><th>customers</th><th>mean expected</th><th>mean actual</th></tr>";
     for b in &r.by_x {
