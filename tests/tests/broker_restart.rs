@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pulse::replay::{replay, ReplayArgs};
+use pulse::replay::{replay, ReplayArgs, ReplayRange};
 use pulse::simulate::{SimConfig, Simulator};
 use pulse_e2e::{
     alerts_by_id, assert_same_alerts, caught_up, config, consume_all, consume_until, produce,
@@ -174,7 +174,10 @@ async fn restart_mid_stream(signal: Signal) -> anyhow::Result<()> {
         config: Some(replay_cfg),
         state_dir: replay_dir.clone(),
         alerts: format!("file:{}", file.display()),
-        to_offsets: Some(ends.clone()),
+        range: ReplayRange {
+            to_offsets: Some(ends.clone()),
+            ..ReplayRange::default()
+        },
         ..ReplayArgs::default()
     })
     .await?;

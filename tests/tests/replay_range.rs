@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pulse::replay::{replay, Range, ReplayArgs, UsageError};
+use pulse::replay::{replay, Range, ReplayArgs, ReplayRange, UsageError};
 use pulse_codec::{decode_canonical, Canonical, Encoding};
 use pulse_core::{Body, Millis};
 use pulse_e2e::{config, consume_all, read_state, run_to_end, simulated_canonical_log, Broker};
@@ -307,7 +307,10 @@ async fn ranged_replays(broker: Broker) -> anyhow::Result<()> {
     check_bounded_end(
         &mut f,
         ReplayArgs {
-            to_offsets: Some(mid.clone()),
+            range: ReplayRange {
+                to_offsets: Some(mid.clone()),
+                ..ReplayRange::default()
+            },
             ..args
         },
         &state,
@@ -322,7 +325,10 @@ async fn ranged_replays(broker: Broker) -> anyhow::Result<()> {
     check_bounded_end(
         &mut f,
         ReplayArgs {
-            to_time: Some(t2),
+            range: ReplayRange {
+                to_time: Some(t2),
+                ..ReplayRange::default()
+            },
             ..args
         },
         &state,
@@ -334,7 +340,10 @@ async fn ranged_replays(broker: Broker) -> anyhow::Result<()> {
     // 3. A late start refuses --verify, before touching anything.
     let (args, state, _) = f.args("refused")?;
     let refused = replay(ReplayArgs {
-        from_offsets: Some(mid.clone()),
+        range: ReplayRange {
+            from_offsets: Some(mid.clone()),
+            ..ReplayRange::default()
+        },
         verify: true,
         ..args
     })
@@ -349,7 +358,10 @@ async fn ranged_replays(broker: Broker) -> anyhow::Result<()> {
     // 4. From offsets to the end.
     let (args, state, file) = f.args("from-offsets")?;
     let summary = replay(ReplayArgs {
-        from_offsets: Some(mid.clone()),
+        range: ReplayRange {
+            from_offsets: Some(mid.clone()),
+            ..ReplayRange::default()
+        },
         ..args
     })
     .await?;
@@ -358,7 +370,10 @@ async fn ranged_replays(broker: Broker) -> anyhow::Result<()> {
     // 5. From an event time to the end (the start found by reading the log).
     let (args, state, file) = f.args("from-time")?;
     let summary = replay(ReplayArgs {
-        from_time: Some(t1),
+        range: ReplayRange {
+            from_time: Some(t1),
+            ..ReplayRange::default()
+        },
         ..args
     })
     .await?;
@@ -369,8 +384,11 @@ async fn ranged_replays(broker: Broker) -> anyhow::Result<()> {
     // 6. A window in event time: [t1, t2).
     let (args, state, _) = f.args("window")?;
     let summary = replay(ReplayArgs {
-        from_time: Some(t1),
-        to_time: Some(t2),
+        range: ReplayRange {
+            from_time: Some(t1),
+            to_time: Some(t2),
+            ..ReplayRange::default()
+        },
         alerts: "none".into(),
         ..args
     })

@@ -1136,6 +1136,42 @@ fn finish(
     }
 }
 
+/// A customer's purchase history in the model's terms at `now`, with the configured model's
+/// conditional expected purchases (purchase days) in `(now, now + h]` for each `h` of
+/// `horizons` (milliseconds): the same history and model `evaluate` uses for P(alive) and CLV,
+/// for the backtest's forecasts. `None` before the first order.
+pub fn expected_purchases(
+    state: &CustomerState,
+    now: Millis,
+    horizons: &[Millis],
+    cfg: &ScoringConfig,
+) -> Option<PurchaseForecast> {
+    let h = History::of(state, cfg)?;
+    let model = Model::of(cfg);
+    let units: Vec<f64> = horizons.iter().map(|m| *m as f64 / h.unit).collect();
+    let mut expected = vec![0.0; units.len()];
+    let age = h.age(now);
+    model.expected_purchases_at(h.x, h.t_x, age, &units, &mut expected);
+    Some(PurchaseForecast {
+        x: h.x,
+        t_x: h.t_x,
+        age,
+        expected,
+    })
+}
+
+/// What [`expected_purchases`] returns: the BTYD summary `(x, t_x, T)` in the model's time
+/// unit and one expectation per horizon asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PurchaseForecast {
+    /// Repeat purchase days.
+    pub x: f64,
+    pub t_x: f64,
+    /// `T`: now − first purchase.
+    pub age: f64,
+    pub expected: Vec<f64>,
+}
+
 /// Discounted CLV (model × Gamma-Gamma) and the value tier it falls in.
 fn clv(
     state: &CustomerState,

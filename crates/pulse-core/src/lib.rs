@@ -9,6 +9,7 @@
 //! parameter, passed in by the shell (the `pulse` crate) as it reads the canonical log.
 
 pub mod alert;
+pub mod backtest;
 pub mod config;
 pub mod engine;
 pub mod event;
@@ -17,6 +18,7 @@ pub mod models;
 pub mod partition;
 pub mod sentiment;
 pub mod state;
+pub mod whatif;
 
 pub use alert::{Alert, AlertKind, Reason, Score};
 pub use config::ScoringConfig;

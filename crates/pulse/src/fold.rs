@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use pulse_codec::{
     alert_headers, alert_to_wire, changelog_schema, changelog_schema_version,
-    customer_changelog_key, decode_canonical, decode_changelog, dedupe_changelog_key, encode_alert,
-    encode_changelog, encode_erasure, erasure_changelog_key, erasure_confirmation, erasure_headers,
+    customer_changelog_key, decode_changelog, dedupe_changelog_key, encode_alert, encode_changelog,
+    encode_erasure, erasure_changelog_key, erasure_confirmation, erasure_headers,
     parse_dedupe_changelog_key, Canonical, Changelog, Encoding, CHANGELOG_SCHEMA_VERSION,
     CHECKPOINT_KEY, SCHEMA_HEADER,
 };
@@ -526,10 +526,7 @@ impl Fold {
         }
         task.alert_index = 0;
         task.metrics.consumed();
-        let encoding = kafka::header(msg.headers(), "content-type")
-            .and_then(Encoding::from_content_type)
-            .unwrap_or(self.config.encoding.canonical);
-        match decode_canonical(msg.payload().unwrap_or_default(), encoding) {
+        match kafka::decode_canonical_message(msg, &self.config) {
             Ok(Canonical::Tick { time, .. }) => {
                 task.advance_clock(time, msg.offset(), &self.config)
             }

@@ -146,6 +146,19 @@ pub fn headers(pairs: &[(impl AsRef<str>, impl AsRef<str>)]) -> OwnedHeaders {
 }
 
 /// The value of a header as text, if present and UTF-8.
+/// A canonical record decoded in the encoding its `content-type` header names, else the
+/// configured one: how fold, replay and `pulse fit` read the canonical log.
+pub fn decode_canonical_message(
+    m: &rdkafka::message::BorrowedMessage<'_>,
+    config: &crate::config::Config,
+) -> Result<pulse_codec::Canonical, pulse_codec::CodecError> {
+    use rdkafka::Message;
+    let encoding = header(m.headers(), "content-type")
+        .and_then(pulse_codec::Encoding::from_content_type)
+        .unwrap_or(config.encoding.canonical);
+    pulse_codec::decode_canonical(m.payload().unwrap_or_default(), encoding)
+}
+
 pub fn header<'a>(
     headers: Option<&'a rdkafka::message::BorrowedHeaders>,
     key: &str,

@@ -3,10 +3,12 @@
 //!
 //! [`start`] starts the whole service; `pulse run` and the end-to-end tests both call it.
 
+pub mod backtest;
 pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod fold;
+pub mod history;
 pub mod http;
 pub mod ingest;
 pub mod kafka;
@@ -15,6 +17,7 @@ pub mod replay;
 pub mod simulate;
 pub mod telemetry;
 pub mod txn;
+pub mod whatif;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

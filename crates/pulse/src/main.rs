@@ -60,6 +60,10 @@ enum Command {
     Replay(pulse::replay::ReplayArgs),
     /// Measure fold throughput against a plain consumer reading the same topic.
     Bench(pulse::bench::BenchArgs),
+    /// Score what pulse said at a split against what happened after it (in memory).
+    Backtest(pulse::backtest::BacktestArgs),
+    /// Replay the same input with the live and a candidate `[scoring]` and show the difference.
+    Whatif(pulse::whatif::WhatIfArgs),
 }
 
 fn main() -> ExitCode {
@@ -105,6 +109,14 @@ fn main() -> ExitCode {
                 Err(e) => Err(runtime_error(e)),
             },
             Command::Bench(args) => pulse::bench::bench(args).await.map_err(runtime_error),
+            Command::Backtest(args) => pulse::backtest::backtest(args)
+                .await
+                .map(|_| ())
+                .map_err(usage_or_runtime),
+            Command::Whatif(args) => pulse::whatif::whatif(args)
+                .await
+                .map(|_| ())
+                .map_err(usage_or_runtime),
         }
     });
     match result {
@@ -116,6 +128,16 @@ fn main() -> ExitCode {
 fn config_error(e: ConfigError) -> ExitCode {
     eprintln!("error: {}", pulse::error_chain(&e));
     ExitCode::from(2)
+}
+
+/// Exit 2 for a [`pulse::replay::UsageError`] (a bad flag or config), 1 for anything else.
+fn usage_or_runtime(e: anyhow::Error) -> ExitCode {
+    if e.is::<pulse::replay::UsageError>() {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    } else {
+        runtime_error(e)
+    }
 }
 
 fn runtime_error(e: anyhow::Error) -> ExitCode {

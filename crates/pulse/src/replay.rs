@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use pulse_codec::{decode_canonical, Canonical, Encoding};
+use pulse_codec::Canonical;
 use pulse_core::Millis;
 use pulse_store::{Checkpoint, Commit, PartitionStore};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -65,6 +65,15 @@ pub struct ReplayArgs {
     /// (alerts caused inside the range). Only for a replay from the beginning of the log.
     #[arg(long)]
     pub verify: bool,
+    /// The range of each canonical partition to replay.
+    #[command(flatten)]
+    pub range: ReplayRange,
+}
+
+/// Which part of each canonical partition to read: `[start, end)` from event times or offsets.
+/// `pulse replay` and `pulse fit` take it alike (see [`RANGE_HELP`]).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ReplayRange {
     /// Start each partition at the first record whose event time is at or after this instant
     /// (RFC 3339 or epoch ms). Earlier history is absent from the rebuilt state.
     #[arg(long, value_parser = parse_time, conflicts_with = "from_offsets")]
@@ -83,7 +92,7 @@ pub struct ReplayArgs {
     pub to_offsets: Option<BTreeMap<i32, i64>>,
 }
 
-const RANGE_HELP: &str = "\
+pub const RANGE_HELP: &str = "\
 Range: each canonical partition is replayed over [start, end).
   start: the beginning of the log, or --from-offsets, or --from-time T: the first record
          whose time (an event's occurred_at, a tick's time) is >= T, where the partition clock
@@ -104,10 +113,7 @@ impl Default for ReplayArgs {
             state_dir: PathBuf::new(),
             alerts: "none".into(),
             verify: false,
-            from_time: None,
-            from_offsets: None,
-            to_time: None,
-            to_offsets: None,
+            range: ReplayRange::default(),
         }
     }
 }
@@ -121,7 +127,7 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
 
-fn parse_time(s: &str) -> Result<Millis, String> {
+pub(crate) fn parse_time(s: &str) -> Result<Millis, String> {
     s.parse::<Millis>()
         .ok()
         .or_else(|| pulse_codec::time::parse_rfc3339(s))
@@ -221,14 +227,8 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<Summary> {
     };
 
     let ranges = {
-        let c = config.clone();
-        let a = (
-            args.from_time,
-            args.from_offsets.clone(),
-            args.to_time,
-            args.to_offsets.clone(),
-        );
-        tokio::task::spawn_blocking(move || resolve(&c, a.0, a.1, a.2, a.3))
+        let (c, range) = (config.clone(), args.range.clone());
+        tokio::task::spawn_blocking(move || resolve(&c, &range))
             .await
             .context("range task")??
     };
@@ -275,7 +275,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<Summary> {
     let config = Arc::new(config);
     let mut run = tokio::spawn(fold::run(config.clone(), shutdown, shared.clone(), options));
     let started = Instant::now();
-    let mut progress = Progress::new(total);
+    let mut progress = Progress::new("replay", "records", total);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let result = loop {
         tokio::select! {
@@ -306,21 +306,28 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<Summary> {
     Ok(Summary { ranges })
 }
 
-/// A progress bar on a terminal (redrawn in place), a line per second otherwise (logs).
-struct Progress {
+/// A progress bar on a terminal (redrawn in place), a line per call otherwise (logs): callers
+/// show it about once a second.
+pub(crate) struct Progress {
+    /// The command, prefixed to each line.
+    label: &'static str,
+    /// What is counted (records, bytes).
+    unit: &'static str,
     total: i64,
     tty: bool,
 }
 
 impl Progress {
-    fn new(total: i64) -> Self {
+    pub(crate) fn new(label: &'static str, unit: &'static str, total: i64) -> Self {
         Progress {
+            label,
+            unit,
             total,
             tty: std::io::stderr().is_terminal(),
         }
     }
 
-    fn show(&mut self, done: i64, elapsed: Duration) {
+    pub(crate) fn show(&mut self, done: i64, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
         let rate = done as f64 / secs.max(1e-9);
         let eta = if rate > 0.0 {
@@ -335,8 +342,9 @@ impl Progress {
         };
         const WIDTH: usize = 30;
         let filled = ((share * WIDTH as f64) as usize).min(WIDTH);
+        let (label, unit) = (self.label, self.unit);
         let line = format!(
-            "replay: [{}{}] {:>3.0}% {done}/{} records, {rate:.0} records/s, ETA {eta}",
+            "{label}: [{}{}] {:>3.0}% {done}/{} {unit}, {rate:.0} {unit}/s, ETA {eta}",
             "#".repeat(filled),
             "-".repeat(WIDTH - filled),
             share * 100.0,
@@ -349,21 +357,22 @@ impl Progress {
         }
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if self.tty {
             eprintln!();
         }
     }
 }
 
-/// Each partition's `[start, end)`, from the watermarks now and the bounds asked for.
-fn resolve(
-    config: &Config,
-    from_time: Option<Millis>,
-    from_offsets: Option<BTreeMap<i32, i64>>,
-    to_time: Option<Millis>,
-    to_offsets: Option<BTreeMap<i32, i64>>,
-) -> anyhow::Result<BTreeMap<i32, Range>> {
+/// Each partition's `[start, end)`, from the watermarks now and the bounds asked for. Blocking
+/// (it talks to the brokers and may read the log for event times).
+pub fn resolve(config: &Config, range: &ReplayRange) -> anyhow::Result<BTreeMap<i32, Range>> {
+    let ReplayRange {
+        from_time,
+        from_offsets,
+        to_time,
+        to_offsets,
+    } = range.clone();
     let topic = &config.topics.canonical;
     let consumer: BaseConsumer = kafka::client_config(config).create()?;
     let n = kafka::partition_count(config, topic)?;
@@ -442,13 +451,63 @@ fn resolve(
 /// The time a canonical record moves its partition clock to; `None` for one fold cannot
 /// decode (it moves nothing).
 fn record_time(m: &rdkafka::message::BorrowedMessage<'_>, config: &Config) -> Option<Millis> {
-    let encoding = kafka::header(m.headers(), "content-type")
-        .and_then(Encoding::from_content_type)
-        .unwrap_or(config.encoding.canonical);
-    match decode_canonical(m.payload().unwrap_or_default(), encoding).ok()? {
+    match kafka::decode_canonical_message(m, config).ok()? {
         Canonical::Event(e, _) => Some(e.occurred_at),
         Canonical::Tick { time, .. } => Some(time),
     }
+}
+
+/// Reads each partition of the canonical log over `[start, end)` (`spans`: partition →
+/// (start, end)) and hands every record to `on_record`, in log order within a partition;
+/// `on_record` returns `false` to stop reading that partition early. Blocking. Empty spans are
+/// not read. Fails after `timeout` without the records (a broker that lost them).
+pub(crate) fn read_spans(
+    config: &Config,
+    spans: &BTreeMap<i32, (i64, i64)>,
+    timeout: Duration,
+    mut on_record: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> bool,
+) -> anyhow::Result<u64> {
+    let topic = &config.topics.canonical;
+    let consumer: BaseConsumer = kafka::client_config(config)
+        .set("group.id", format!("{}-scan", config.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut reading = BTreeMap::new();
+    for (p, (start, end)) in spans {
+        if end > start {
+            tpl.add_partition_offset(topic, *p, rdkafka::Offset::Offset(*start))?;
+            reading.insert(*p, *end);
+        }
+    }
+    let mut records = 0u64;
+    if !reading.is_empty() {
+        consumer.assign(&tpl)?;
+    }
+    let deadline = Instant::now() + timeout;
+    while !reading.is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "reading {topic} timed out");
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m?;
+        let p = m.partition();
+        let Some(&end) = reading.get(&p) else {
+            continue;
+        };
+        if m.offset() >= end {
+            continue;
+        }
+        records += 1;
+        let more = on_record(&m);
+        if !more || m.offset() + 1 >= end {
+            reading.remove(&p);
+            let mut one = rdkafka::TopicPartitionList::new();
+            one.add_partition(topic, p);
+            let _ = consumer.pause(&one);
+        }
+    }
+    Ok(records)
 }
 
 /// For each partition, the first offset whose record time is ≥ `from` and ≥ `to` (the end of
@@ -459,52 +518,26 @@ fn scan_times(
     from: Option<Millis>,
     to: Option<Millis>,
 ) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
-    let topic = &config.topics.canonical;
-    let consumer: BaseConsumer = kafka::client_config(config)
-        .set("group.id", format!("{}-scan", config.kafka.group_id))
-        .set("enable.auto.commit", "false")
-        .create()?;
     // Per partition: (first offset with time ≥ from, first with time ≥ to), None = not yet.
-    let mut found: BTreeMap<i32, (Option<i64>, Option<i64>)> = BTreeMap::new();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    let mut reading = BTreeMap::new();
-    for (p, r) in ranges {
-        // A bound not asked for counts as found (its value is not used).
-        found.insert(
-            *p,
-            (
+    // A bound not asked for counts as found (its value is not used).
+    let mut found: BTreeMap<i32, (Option<i64>, Option<i64>)> = ranges
+        .iter()
+        .map(|(p, r)| {
+            let f = (
                 from.is_none().then_some(r.low),
                 to.is_none().then_some(r.end),
-            ),
-        );
-        if r.end > r.low {
-            // Up to the range's end as known now: the log's end seen at start or --to-offsets.
-            tpl.add_partition_offset(topic, *p, rdkafka::Offset::Offset(r.low))?;
-            reading.insert(*p, r.end);
-        }
-    }
+            );
+            (*p, f)
+        })
+        .collect();
+    // Up to the range's end as known now: the log's end seen at start or --to-offsets.
+    let spans = ranges.iter().map(|(p, r)| (*p, (r.low, r.end))).collect();
     let started = Instant::now();
-    let mut records = 0u64;
-    if !reading.is_empty() {
-        consumer.assign(&tpl)?;
-    }
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while !reading.is_empty() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "scanning {topic} for event times timed out"
-        );
-        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let m = m?;
-        let p = m.partition();
-        let Some(&end) = reading.get(&p) else {
-            continue;
-        };
-        records += 1;
-        let entry = found.get_mut(&p).expect("assigned partitions are in found");
-        if let Some(t) = record_time(&m, config) {
+    let records = read_spans(config, &spans, Duration::from_secs(600), |m| {
+        let entry = found
+            .get_mut(&m.partition())
+            .expect("read partitions are in found");
+        if let Some(t) = record_time(m, config) {
             if entry.0.is_none() && from.is_some_and(|f| t >= f) {
                 entry.0 = Some(m.offset());
             }
@@ -512,13 +545,9 @@ fn scan_times(
                 entry.1 = Some(m.offset());
             }
         }
-        if (entry.0.is_some() && entry.1.is_some()) || m.offset() + 1 >= end {
-            reading.remove(&p);
-            let mut one = rdkafka::TopicPartitionList::new();
-            one.add_partition(topic, p);
-            let _ = consumer.pause(&one);
-        }
-    }
+        !(entry.0.is_some() && entry.1.is_some())
+    })
+    .context("scanning the log for event times")?;
     eprintln!(
         "replay: found the time bounds by reading {records} records in {:.1}s",
         started.elapsed().as_secs_f64()
