@@ -1,7 +1,7 @@
 //! pulse-core: the pure domain of pulse: events, per-customer state, scoring, lifecycle,
 //! segments, alerts and timers as data.
 //!
-//! It owns every rule: RFM and segments, BTYD models (`models`), engagement, support health,
+//! It owns every rule: RFM and segments, BTYD models (`models`) and their fits (`fit`), engagement, support health,
 //! the weighted scorecards, lifecycle with hysteresis and exact timers (`engine`), and the
 //! feedback sentiment lexicon used at the edge (`sentiment`). It must not do I/O, read a
 //! clock, spawn, or know about Kafka, sled or protobuf: time is a parameter, and the shell
@@ -11,6 +11,7 @@ pub mod alert;
 pub mod config;
 pub mod engine;
 pub mod event;
+pub mod fit;
 pub mod hash;
 pub mod models;
 pub mod sentiment;
@@ -18,6 +19,8 @@ pub mod state;
 
 pub use alert::{Alert, AlertKind, Reason, Score};
 pub use config::ScoringConfig;
-pub use engine::{decide, evaluate, Decision, Evaluation, Input, Signal, StageCause};
+pub use engine::{
+    clv_of, decide, evaluate, summary, Decision, Evaluation, Input, Signal, StageCause, Summary,
+};
 pub use event::{Body, Event, Millis, DAY};
 pub use state::{CustomerState, NpsClass, Segment, Stage, ValueTier};
