@@ -327,6 +327,73 @@ impl History {
     }
 }
 
+/// A customer's purchase history at an instant, as the engine scores it: the BTYD summary
+/// (from the same [`History`] that gives P(alive) and the CLV) and the RFM quantities. This is
+/// what `pulse fit` fits on, so a fit and the live scores read one history one way.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    /// Repeat purchases: distinct purchase days − 1.
+    pub x: f64,
+    /// Last purchase − first purchase (0 when `x` is 0), in the model's time unit.
+    pub t_x: f64,
+    /// The papers' `T`: the instant − first purchase, in the model's time unit.
+    pub age: f64,
+    /// Mean value of the repeat purchase days, minor units (net spend less the first day's,
+    /// over `x`; 0 when `x` is 0): the Gamma-Gamma model's `m`.
+    pub mean_repeat_minor: f64,
+    /// Orders placed less cancelled: the frequency the RFM score cuts.
+    pub orders: u32,
+    /// Net spend, minor units: the monetary value the RFM score cuts.
+    pub net_minor: i64,
+    /// Whole days since the last order: the recency the RFM score cuts.
+    pub silence_days: i64,
+}
+
+/// The customer's [`Summary`] at `now`, in `cfg.model.time_unit`; `None` before a first order.
+pub fn summary(state: &CustomerState, now: Millis, cfg: &ScoringConfig) -> Option<Summary> {
+    let h = History::of(state, cfg)?;
+    Some(Summary {
+        x: h.x,
+        t_x: h.t_x,
+        age: h.age(now),
+        mean_repeat_minor: mean_repeat_minor(state, h.x),
+        orders: state.orders.count,
+        net_minor: state.orders.total_minor,
+        silence_days: silence_days(h.silence(now)),
+    })
+}
+
+/// The CLV the engine gives a customer with this summary under `cfg` (whose time unit the
+/// summary is in): the same computation as [`evaluate`]'s.
+pub fn clv_of(s: &Summary, cfg: &ScoringConfig) -> Option<Clv> {
+    let unit = cfg.model.time_unit.millis() as f64;
+    clv_at(
+        &Model::of(cfg),
+        s.x,
+        s.t_x,
+        s.age,
+        s.mean_repeat_minor,
+        unit,
+        cfg,
+    )
+}
+
+/// Gamma-Gamma's `m`: the mean value of the repeat purchase days.
+fn mean_repeat_minor(state: &CustomerState, x: f64) -> f64 {
+    let o = &state.orders;
+    let repeat_minor = (o.total_minor - o.first_day_minor).max(0) as f64;
+    if x > 0.0 {
+        repeat_minor / x
+    } else {
+        0.0
+    }
+}
+
+/// Whole silent days, as the recency score counts them.
+fn silence_days(silence: Millis) -> i64 {
+    silence / DAY
+}
+
 /// Mean time between purchase days, once there are two.
 fn mean_gap(state: &CustomerState) -> Option<f64> {
     let o = &state.orders;
@@ -660,7 +727,7 @@ fn score_ascending<T: PartialOrd>(value: T, cuts: &[T; 4]) -> u8 {
 
 /// Recency score after `silence`: 5 while the silent days are ≤ c[0], … 1 past c[3].
 fn recency_score(silence: Millis, cfg: &ScoringConfig) -> u8 {
-    let days = silence / DAY;
+    let days = silence_days(silence);
     5 - cfg.recency_cuts_days.iter().filter(|c| days > **c).count() as u8
 }
 
@@ -1180,27 +1247,31 @@ fn clv(
     now: Millis,
     cfg: &ScoringConfig,
 ) -> Option<Clv> {
-    let o = &state.orders;
+    let mean_repeat = mean_repeat_minor(state, h.x);
+    clv_at(model, h.x, h.t_x, h.age(now), mean_repeat, h.unit, cfg)
+}
+
+/// [`clv`] from the summary's numbers (`unit`: the model's time unit in ms).
+fn clv_at(
+    model: &Model,
+    x: f64,
+    t_x: f64,
+    age: f64,
+    mean_repeat: f64,
+    unit: f64,
+    cfg: &ScoringConfig,
+) -> Option<Clv> {
     let spend = cfg.gamma_gamma;
-    let repeat_minor = (o.total_minor - o.first_day_minor).max(0) as f64;
-    let mean_repeat = if h.x > 0.0 { repeat_minor / h.x } else { 0.0 };
-    let expected_spend_minor = spend.conditional_expected_average_value(h.x, mean_repeat);
+    let expected_spend_minor = spend.conditional_expected_average_value(x, mean_repeat);
     let c = &cfg.clv;
-    let horizon = (c.horizon_days * DAY) as f64 / h.unit;
+    let horizon = (c.horizon_days * DAY) as f64 / unit;
     let period_days = c.horizon_days as f64 / f64::from(c.periods);
     let schedule = ClvSchedule {
         periods: c.periods,
         period_length: horizon / f64::from(c.periods),
         discount_rate: (1.0 + c.annual_discount_rate).powf(period_days / 365.0) - 1.0,
     };
-    let forecast = discounted_clv(
-        model,
-        h.x,
-        h.t_x,
-        h.age(now),
-        expected_spend_minor,
-        &schedule,
-    );
+    let forecast = discounted_clv(model, x, t_x, age, expected_spend_minor, &schedule);
     let (expected_purchases, clv_minor) = (forecast.expected_purchases, forecast.value);
     if !(clv_minor.is_finite()
         && expected_purchases.is_finite()

@@ -1,7 +1,7 @@
 //! pulse-core: the pure domain of pulse: events, per-customer state, scoring, lifecycle,
 //! segments, alerts and timers as data.
 //!
-//! It owns every rule: RFM and segments, BTYD models (`models`), engagement, support health,
+//! It owns every rule: RFM and segments, BTYD models (`models`) and their fits (`fit`), engagement, support health,
 //! the weighted scorecards, lifecycle with hysteresis and exact timers (`engine`), and the
 //! feedback sentiment lexicon used at the edge (`sentiment`), and the partition (`partition`):
 //! the clock, the timers and the one order in which events and timers are decided. It must
@@ -13,6 +13,7 @@ pub mod backtest;
 pub mod config;
 pub mod engine;
 pub mod event;
+pub mod fit;
 pub mod hash;
 pub mod models;
 pub mod partition;
@@ -22,7 +23,9 @@ pub mod whatif;
 
 pub use alert::{Alert, AlertKind, Reason, Score};
 pub use config::ScoringConfig;
-pub use engine::{decide, evaluate, Decision, Evaluation, Input, Signal, StageCause};
+pub use engine::{
+    clv_of, decide, evaluate, summary, Decision, Evaluation, Input, Signal, StageCause, Summary,
+};
 pub use event::{Body, Event, Millis, DAY};
 pub use partition::Partition;
 pub use state::{CustomerState, NpsClass, Segment, Stage, ValueTier};

@@ -196,7 +196,7 @@ fn terminates(a: f64, b: f64) -> bool {
 /// `one_minus_z = 1 - z` supplied by the caller: near `z = 1` the function depends on
 /// `(1-z)^(c-a-b)`, and callers can usually form `1 - z` exactly (e.g.
 /// `(alpha+T)/(alpha+T+t)`) where `1.0 - z` would not be.
-fn ln_hyp2f1(a: f64, b: f64, c: f64, z: f64, one_minus_z: f64) -> (f64, f64) {
+pub(crate) fn ln_hyp2f1(a: f64, b: f64, c: f64, z: f64, one_minus_z: f64) -> (f64, f64) {
     const NAN_PAIR: (f64, f64) = (f64::NAN, f64::NAN);
     if [a, b, c, z, one_minus_z].iter().any(|v| !v.is_finite()) {
         return NAN_PAIR;
