@@ -534,7 +534,7 @@ impl Fold {
                 // Late: the partition already moved past it, so it is folded at the clock, after
                 // the timers its time precedes. Measured here, not at ingest, because this is
                 // where lateness has a consequence, and it is a function of the log alone.
-                if event.occurred_at < task.clock {
+                if event.occurred_at < task.core.clock() {
                     task.metrics.late();
                 }
                 task.advance_clock(event.occurred_at, msg.offset(), &self.config);
