@@ -582,14 +582,17 @@ pub fn openapi() -> serde_json::Value {
     })
 }
 
+/// Decodes `%XX` escapes byte-wise (a `%` not followed by two hex digits stays as it is), then
+/// reads the bytes as UTF-8 with replacement: no input can make it panic.
 fn percent_decode(s: &str) -> String {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(h << 4 | l);
                 i += 3;
                 continue;
             }
@@ -603,6 +606,18 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_decode_takes_any_input_without_panicking() {
+        assert_eq!(percent_decode("a%20b"), "a b");
+        assert_eq!(percent_decode("%E2%82%AC"), "€");
+        // A `%` before a multi-byte character, or at the end, is kept as it is.
+        assert_eq!(percent_decode("%€"), "%€");
+        assert_eq!(percent_decode("%€€"), "%€€");
+        assert_eq!(percent_decode("x%4"), "x%4");
+        assert_eq!(percent_decode("x%41"), "xA");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
+    }
 
     #[test]
     fn constant_time_eq_is_equality() {
