@@ -24,8 +24,8 @@ use crate::replay::{parse_time, ReplayRange, UsageError};
 
 #[derive(clap::Args, Debug)]
 pub struct BacktestArgs {
-    /// Service config: where the canonical log is (when it is the input) and, with
-    /// `--scoring config`, the `[scoring]` to test.
+    /// Service config: where the canonical log is (when it is the input) and the `[scoring]`
+    /// to test (`--scoring config`) or to fit from (`--scoring fit`).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Input: an NDJSON file of input events (or `pulse simulate --ndjson` lines) instead of
@@ -40,8 +40,9 @@ pub struct BacktestArgs {
     /// The horizon D: whole days (`90`, `90d`) or weeks (`13w`).
     #[arg(long, value_parser = parse_days)]
     pub horizon: Millis,
-    /// `config`: the config's `[scoring]` as it is.
-    #[arg(long, value_enum, default_value_t = ScoringSource::Config)]
+    /// `fit`: the config's `[scoring]` fitted on the events before the split (as `pulse fit
+    /// --until SPLIT` would); `config`: the config's `[scoring]` as it is.
+    #[arg(long, value_enum, default_value_t = ScoringSource::Fit)]
     pub scoring: ScoringSource,
     /// Write the report as JSON.
     #[arg(long)]
@@ -56,6 +57,7 @@ pub struct BacktestArgs {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ScoringSource {
+    Fit,
     Config,
 }
 
@@ -204,6 +206,17 @@ pub async fn backtest(args: BacktestArgs) -> anyhow::Result<Output> {
     };
     let cfg = match args.scoring {
         ScoringSource::Config => config.scoring.clone(),
+        ScoringSource::Fit => {
+            let fitted = crate::fit::fit_loaded(
+                &loaded,
+                args.split,
+                &config.scoring,
+                crate::fit::FitParams::default(),
+            )
+            .map_err(|e| anyhow::anyhow!("fit before the split: {e}"))?;
+            eprint!("{}", crate::fit::summary(&fitted));
+            fitted.scoring
+        }
     };
     eprintln!(
         "backtest: {} ({} records), split {}, horizon {} days, rules {} ({})",

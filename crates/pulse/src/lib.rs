@@ -7,6 +7,7 @@ pub mod backtest;
 pub mod bench;
 pub mod config;
 pub mod demo;
+pub mod fit;
 pub mod fold;
 pub mod history;
 pub mod http;

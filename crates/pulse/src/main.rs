@@ -60,6 +60,8 @@ enum Command {
     Replay(pulse::replay::ReplayArgs),
     /// Measure fold throughput against a plain consumer reading the same topic.
     Bench(pulse::bench::BenchArgs),
+    /// Fit the rules to a history and write them as a `[scoring]` TOML fragment.
+    Fit(pulse::fit::FitArgs),
     /// Score what pulse said at a split against what happened after it (in memory).
     Backtest(pulse::backtest::BacktestArgs),
     /// Replay the same input with the live and a candidate `[scoring]` and show the difference.
@@ -109,6 +111,10 @@ fn main() -> ExitCode {
                 Err(e) => Err(runtime_error(e)),
             },
             Command::Bench(args) => pulse::bench::bench(args).await.map_err(runtime_error),
+            Command::Fit(args) => pulse::fit::fit(args)
+                .await
+                .map(|_| ())
+                .map_err(usage_or_runtime),
             Command::Backtest(args) => pulse::backtest::backtest(args)
                 .await
                 .map(|_| ())
