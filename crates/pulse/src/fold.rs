@@ -192,6 +192,29 @@ pub struct Shared {
     pub restored: AtomicI64,
 }
 
+impl Shared {
+    /// Bytes on disk of each held partition's store, for the scrape-time sample.
+    pub fn state_bytes(&self) -> Vec<(i32, u64)> {
+        self.partitions
+            .read()
+            .expect("lock")
+            .iter()
+            .map(|(p, (store, _))| (*p, store.size_on_disk()))
+            .collect()
+    }
+
+    /// Timers pending of each held partition (as of its last commit), for the scrape-time
+    /// sample.
+    pub fn timers_pending(&self) -> Vec<(i32, i64)> {
+        self.counts
+            .read()
+            .expect("lock")
+            .iter()
+            .map(|(p, c)| (*p, c.timers_pending()))
+            .collect()
+    }
+}
+
 /// Customers of one partition per announced lifecycle stage and RFM segment, kept up to date
 /// by fold as customers appear, change and are erased (never by a scan). Each change also
 /// moves the process-wide `pulse_customers` / `pulse_customers_by_segment` gauges. Counts

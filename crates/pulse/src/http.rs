@@ -192,7 +192,11 @@ async fn route(state: Arc<HttpState>, req: Request<Incoming>) -> Response<Full<B
         Route::Metrics => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            crate::telemetry::render(&state.prometheus, &state.shared),
+            crate::telemetry::render(
+                &state.prometheus,
+                &state.shared.state_bytes(),
+                &state.shared.timers_pending(),
+            ),
         ),
         Route::Healthz => respond(StatusCode::OK, "text/plain", "ok\n"),
         Route::Readyz => {

@@ -574,39 +574,30 @@ impl FoldMetrics {
 }
 
 /// The recorder's exposition followed by the series sampled now: per held partition its sled
-/// store's bytes on disk and its timers pending, then the process from `/proc/self`.
-pub fn render(handle: &PrometheusHandle, shared: &crate::fold::Shared) -> String {
+/// store's bytes on disk and its timers pending (sampled by the caller, fold's `Shared`, so
+/// this module needs nothing of fold), then the process from `/proc/self`.
+pub fn render(
+    handle: &PrometheusHandle,
+    state_bytes: &[(i32, u64)],
+    timers_pending: &[(i32, i64)],
+) -> String {
     let mut out = handle.render();
     if !out.is_empty() && !out.ends_with('\n') {
         out.push('\n');
     }
-    let bytes: Vec<(i32, u64)> = shared
-        .partitions
-        .read()
-        .expect("lock")
-        .iter()
-        .map(|(p, (store, _))| (*p, store.size_on_disk()))
-        .collect();
     family(
         &mut out,
         FOLD_STATE_BYTES,
         "gauge",
         "Bytes on disk of a partition's sled store (state, dedupe, outbox), by partition; sampled at scrape time.",
-        bytes.iter().map(|(p, b)| (Some(*p), *b as f64)),
+        state_bytes.iter().map(|(p, b)| (Some(*p), *b as f64)),
     );
-    let timers: Vec<(i32, i64)> = shared
-        .counts
-        .read()
-        .expect("lock")
-        .iter()
-        .map(|(p, c)| (*p, c.timers_pending()))
-        .collect();
     family(
         &mut out,
         FOLD_TIMERS_PENDING,
         "gauge",
         "Customer timers scheduled and not yet fired, by partition (as of the partition's last commit); sampled at scrape time.",
-        timers.iter().map(|(p, n)| (Some(*p), *n as f64)),
+        timers_pending.iter().map(|(p, n)| (Some(*p), *n as f64)),
     );
     if let Some(s) = ProcSample::read() {
         let one = |v: f64| std::iter::once((None, v));
