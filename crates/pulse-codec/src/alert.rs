@@ -4,7 +4,7 @@ use prost::Message;
 use pulse_core::Alert;
 
 use crate::time::format_rfc3339;
-use crate::{wire, Encoding};
+use crate::{headers, wire, Encoding};
 
 /// The wire form of an alert, with its deterministic id.
 pub fn alert_to_wire(alert: &Alert, alert_id: &str) -> wire::Alert {
@@ -56,13 +56,13 @@ pub fn alert_headers(
     encoding: Encoding,
 ) -> Vec<(&'static str, String)> {
     vec![
-        ("ce_specversion", "1.0".to_string()),
-        ("ce_id", alert.alert_id.clone()),
-        ("ce_type", format!("pulse.{}", alert.r#type)),
-        ("ce_source", source.to_string()),
-        ("ce_time", alert.occurred_at.clone()),
-        ("ce_subject", alert.customer_id.clone()),
-        ("content-type", encoding.content_type().to_string()),
-        ("schema", "pulse.v1.Alert/1".to_string()),
+        (headers::CE_SPECVERSION, "1.0".to_string()),
+        (headers::CE_ID, alert.alert_id.clone()),
+        (headers::CE_TYPE, format!("pulse.{}", alert.r#type)),
+        (headers::CE_SOURCE, source.to_string()),
+        (headers::CE_TIME, alert.occurred_at.clone()),
+        (headers::CE_SUBJECT, alert.customer_id.clone()),
+        (headers::CONTENT_TYPE, encoding.content_type().to_string()),
+        (headers::SCHEMA, "pulse.v1.Alert/1".to_string()),
     ]
 }

@@ -21,10 +21,8 @@ pub const CHECKPOINT_KEY: &str = "__checkpoint";
 
 /// Version of the changelog's keys and records, in every record's `schema` header.
 pub const CHANGELOG_SCHEMA_VERSION: u32 = 3;
-/// Name of the header carrying [`changelog_schema`].
-pub const SCHEMA_HEADER: &str = "schema";
 
-/// The `schema` header value of this version's changelog records.
+/// The `schema` header (`headers::SCHEMA`) value of this version's changelog records.
 pub fn changelog_schema() -> String {
     format!("pulse.v1.ChangelogRecord/{CHANGELOG_SCHEMA_VERSION}")
 }

@@ -7,7 +7,7 @@ use pulse_core::hash::StableHasher;
 use pulse_core::Millis;
 
 use crate::time::format_rfc3339;
-use crate::{wire, Encoding};
+use crate::{headers, wire, Encoding};
 
 /// The confirmation of the erasure request `request_event_id` for the customer with
 /// `customer_key`, applied at `at` by the canonical record at `offset`. Its id hashes the
@@ -59,14 +59,17 @@ pub fn erasure_headers(
     encoding: Encoding,
 ) -> Vec<(&'static str, String)> {
     vec![
-        ("ce_specversion", "1.0".to_string()),
-        ("ce_id", c.confirmation_id.clone()),
-        ("ce_type", "pulse.customer_erased".to_string()),
-        ("ce_source", source.to_string()),
-        ("ce_time", c.erased_at.clone()),
-        ("ce_subject", c.customer_key.clone()),
-        ("content-type", encoding.content_type().to_string()),
-        ("schema", "pulse.v1.ErasureConfirmation/1".to_string()),
+        (headers::CE_SPECVERSION, "1.0".to_string()),
+        (headers::CE_ID, c.confirmation_id.clone()),
+        (headers::CE_TYPE, "pulse.customer_erased".to_string()),
+        (headers::CE_SOURCE, source.to_string()),
+        (headers::CE_TIME, c.erased_at.clone()),
+        (headers::CE_SUBJECT, c.customer_key.clone()),
+        (headers::CONTENT_TYPE, encoding.content_type().to_string()),
+        (
+            headers::SCHEMA,
+            "pulse.v1.ErasureConfirmation/1".to_string(),
+        ),
     ]
 }
 

@@ -8,6 +8,7 @@ pub mod alert;
 pub mod canonical;
 pub mod changelog;
 pub mod erasure;
+pub mod headers;
 pub mod input;
 pub mod money;
 pub mod time;
@@ -24,7 +25,7 @@ pub use canonical::{decode_canonical, encode_canonical, Canonical, Source, TickS
 pub use changelog::{
     changelog_schema, changelog_schema_version, customer_changelog_key, decode_changelog,
     dedupe_changelog_key, encode_changelog, erasure_changelog_key, parse_dedupe_changelog_key,
-    Changelog, CHANGELOG_SCHEMA_VERSION, CHECKPOINT_KEY, DEDUPE_KEY_PREFIX, SCHEMA_HEADER,
+    Changelog, CHANGELOG_SCHEMA_VERSION, CHECKPOINT_KEY, DEDUPE_KEY_PREFIX,
 };
 pub use erasure::{decode_erasure, encode_erasure, erasure_confirmation, erasure_headers};
 pub use input::{check_not_future, decode_input, Family, Rejection};

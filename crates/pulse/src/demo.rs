@@ -280,7 +280,8 @@ async fn view_alerts(config: Config, seen: Arc<Seen>, json: bool) -> anyhow::Res
         let msg = consumer.recv().await?;
         let payload = msg.payload().unwrap_or_default();
         if msg.topic() == config.topics.dead_letters {
-            let reason = kafka::header(msg.headers(), crate::ingest::DLQ_REASON).unwrap_or("?");
+            let reason =
+                kafka::header(msg.headers(), pulse_codec::headers::DLQ_REASON).unwrap_or("?");
             let class = reason.split(':').next().unwrap_or(reason).to_string();
             *seen
                 .dead_letters
@@ -291,7 +292,7 @@ async fn view_alerts(config: Config, seen: Arc<Seen>, json: bool) -> anyhow::Res
             if !json {
                 eprintln!(
                     "dead letter: {reason} (from {})",
-                    kafka::header(msg.headers(), crate::ingest::DLQ_TOPIC).unwrap_or("?")
+                    kafka::header(msg.headers(), pulse_codec::headers::DLQ_TOPIC).unwrap_or("?")
                 );
             }
             continue;

@@ -27,12 +27,13 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc, Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use pulse_codec::headers as hdr;
 use pulse_codec::{
     alert_headers, alert_to_wire, changelog_schema, changelog_schema_version,
     customer_changelog_key, decode_changelog, dedupe_changelog_key, encode_alert, encode_changelog,
     encode_erasure, erasure_changelog_key, erasure_confirmation, erasure_headers,
     parse_dedupe_changelog_key, Canonical, Changelog, Encoding, CHANGELOG_SCHEMA_VERSION,
-    CHECKPOINT_KEY, SCHEMA_HEADER,
+    CHECKPOINT_KEY,
 };
 use pulse_core::hash::{customer_key, event_key};
 use pulse_core::{Alert, AlertKind, Body, CustomerState, Millis, Partition, Segment, Stage, DAY};
@@ -148,9 +149,6 @@ fn open_partition(
     let checkpoint = store.checkpoint()?;
     Ok((store, checkpoint))
 }
-
-/// Header on every alert: `<canonical partition>/<offset>` of the record that caused it.
-pub const CAUSE_HEADER: &str = "pulse.cause";
 
 /// Where the outbox drains to.
 #[derive(Default)]
@@ -573,14 +571,11 @@ impl Fold {
                     key: String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned(),
                     value: Some(msg.payload().unwrap_or_default().to_vec()),
                     headers: vec![
-                        (crate::ingest::DLQ_REASON.into(), "corrupt_canonical".into()),
-                        (crate::ingest::DLQ_DETAIL.into(), e.to_string()),
-                        (crate::ingest::DLQ_TOPIC.into(), msg.topic().into()),
-                        (
-                            crate::ingest::DLQ_PARTITION.into(),
-                            msg.partition().to_string(),
-                        ),
-                        (crate::ingest::DLQ_OFFSET.into(), msg.offset().to_string()),
+                        (hdr::DLQ_REASON.into(), "corrupt_canonical".into()),
+                        (hdr::DLQ_DETAIL.into(), e.to_string()),
+                        (hdr::DLQ_TOPIC.into(), msg.topic().into()),
+                        (hdr::DLQ_PARTITION.into(), msg.partition().to_string()),
+                        (hdr::DLQ_OFFSET.into(), msg.offset().to_string()),
                     ],
                     partition: None,
                 });
@@ -1028,7 +1023,7 @@ impl PartitionTask {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
-        headers.push((CAUSE_HEADER.into(), format!("{}/{offset}", self.partition)));
+        headers.push((hdr::CAUSE.into(), format!("{}/{offset}", self.partition)));
         self.outbox_push(OutboxRecord {
             topic: config.topics.erasures.clone(),
             key: confirmation.customer_key.clone(),
@@ -1076,7 +1071,7 @@ impl PartitionTask {
             .map(|(k, v)| (k.to_string(), v))
             .collect();
         // Lineage: the canonical-log record that caused the alert (replay --verify uses it).
-        headers.push((CAUSE_HEADER.into(), format!("{}/{offset}", self.partition)));
+        headers.push((hdr::CAUSE.into(), format!("{}/{offset}", self.partition)));
         self.outbox_push(OutboxRecord {
             topic: topic.clone(),
             key: alert.customer_id.clone(),
@@ -1119,10 +1114,10 @@ impl PartitionTask {
                 value,
                 headers: vec![
                     (
-                        "content-type".to_string(),
+                        hdr::CONTENT_TYPE.to_string(),
                         encoding.content_type().to_string(),
                     ),
-                    (SCHEMA_HEADER.to_string(), changelog_schema()),
+                    (hdr::SCHEMA.to_string(), changelog_schema()),
                 ],
                 partition: Some(self.partition),
             };
@@ -1269,7 +1264,7 @@ fn restore(
             };
             records += 1;
             let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-            let version = changelog_schema_version(kafka::header(m.headers(), SCHEMA_HEADER));
+            let version = changelog_schema_version(kafka::header(m.headers(), hdr::SCHEMA));
             if version != Some(CHANGELOG_SCHEMA_VERSION) {
                 return Err(PipelineError::Restore(format!(
                     "partition {partition}: changelog offset {} has schema version {}; this binary reads version {CHANGELOG_SCHEMA_VERSION} (version 1 was keyed by raw customer ids, version 2 had no dedupe entries): recreate the changelog topic and let fold rewrite it, or restore by replay",
@@ -1283,7 +1278,7 @@ fn restore(
                     None => pending.push((key, None)),
                 },
                 Some(bytes) => {
-                    let encoding = kafka::header(m.headers(), "content-type")
+                    let encoding = kafka::header(m.headers(), hdr::CONTENT_TYPE)
                         .and_then(Encoding::from_content_type)
                         .unwrap_or(config.encoding.canonical);
                     let corrupt = |e: &dyn std::fmt::Display| {

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pulse_codec::headers as hdr;
 use pulse_codec::{
     check_not_future, decode_input, encode_canonical, Canonical, Encoding, Family, Source,
     TickSource,
@@ -28,13 +29,6 @@ use crate::config::{Config, TickSourceConfig};
 use crate::kafka::{self, header, headers};
 use crate::producer::Outstanding;
 use crate::{telemetry, PipelineError};
-
-/// Header names on dead-letter records (the value is the original bytes, untouched).
-pub const DLQ_REASON: &str = "pulse.dlq.reason";
-pub const DLQ_DETAIL: &str = "pulse.dlq.detail";
-pub const DLQ_TOPIC: &str = "pulse.dlq.source.topic";
-pub const DLQ_PARTITION: &str = "pulse.dlq.source.partition";
-pub const DLQ_OFFSET: &str = "pulse.dlq.source.offset";
 
 struct Ingest {
     config: Arc<Config>,
@@ -141,7 +135,7 @@ impl Ingest {
         let Some(&(family, topic_encoding)) = self.families.get(msg.topic()) else {
             return Ok(());
         };
-        let encoding = header(msg.headers(), "content-type")
+        let encoding = header(msg.headers(), hdr::CONTENT_TYPE)
             .and_then(Encoding::from_content_type)
             .unwrap_or(topic_encoding);
         let decoding = Instant::now();
@@ -184,10 +178,10 @@ impl Ingest {
                 let value = encode_canonical(&record, self.config.encoding.canonical);
                 let hdrs = headers(&[
                     (
-                        "content-type",
+                        hdr::CONTENT_TYPE,
                         self.config.encoding.canonical.content_type(),
                     ),
-                    ("schema", "pulse.v1.CanonicalRecord/1"),
+                    (hdr::SCHEMA, "pulse.v1.CanonicalRecord/1"),
                 ]);
                 let rec = FutureRecord::to(&self.config.topics.canonical)
                     .key(&key)
@@ -201,14 +195,14 @@ impl Ingest {
                 let partition = msg.partition().to_string();
                 let offset = msg.offset().to_string();
                 let mut pairs = vec![
-                    (DLQ_REASON, rejection.reason.as_str()),
-                    (DLQ_DETAIL, rejection.detail.as_str()),
-                    (DLQ_TOPIC, msg.topic()),
-                    (DLQ_PARTITION, partition.as_str()),
-                    (DLQ_OFFSET, offset.as_str()),
+                    (hdr::DLQ_REASON, rejection.reason.as_str()),
+                    (hdr::DLQ_DETAIL, rejection.detail.as_str()),
+                    (hdr::DLQ_TOPIC, msg.topic()),
+                    (hdr::DLQ_PARTITION, partition.as_str()),
+                    (hdr::DLQ_OFFSET, offset.as_str()),
                 ];
-                if let Some(ct) = header(msg.headers(), "content-type") {
-                    pairs.push(("content-type", ct));
+                if let Some(ct) = header(msg.headers(), hdr::CONTENT_TYPE) {
+                    pairs.push((hdr::CONTENT_TYPE, ct));
                 }
                 let mut rec = FutureRecord::to(&self.config.topics.dead_letters)
                     .payload(msg.payload().unwrap_or_default())
@@ -248,7 +242,7 @@ impl Ingest {
                     .partition(p as i32)
                     .payload(&value)
                     .headers(headers(&[(
-                        "content-type",
+                        hdr::CONTENT_TYPE,
                         self.config.encoding.canonical.content_type(),
                     )]));
                 out.send(&self.producer, rec).await?;

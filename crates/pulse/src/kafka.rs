@@ -153,7 +153,7 @@ pub fn decode_canonical_message(
     config: &crate::config::Config,
 ) -> Result<pulse_codec::Canonical, pulse_codec::CodecError> {
     use rdkafka::Message;
-    let encoding = header(m.headers(), "content-type")
+    let encoding = header(m.headers(), pulse_codec::headers::CONTENT_TYPE)
         .and_then(pulse_codec::Encoding::from_content_type)
         .unwrap_or(config.encoding.canonical);
     pulse_codec::decode_canonical(m.payload().unwrap_or_default(), encoding)

@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use pulse_codec::headers as hdr;
 use pulse_codec::Canonical;
 use pulse_core::Millis;
 use pulse_store::{Checkpoint, Commit, PartitionStore};
@@ -43,7 +44,7 @@ use rdkafka::Message;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::fold::{self, AlertSink, FoldOptions, CAUSE_HEADER};
+use crate::fold::{self, AlertSink, FoldOptions};
 use crate::kafka;
 
 #[derive(clap::Args, Debug)]
@@ -615,11 +616,11 @@ fn replayed(
     for line in std::fs::read_to_string(file)?.lines() {
         let v: serde_json::Value = serde_json::from_str(line)?;
         // Alerts only: erasure confirmations are CloudEvents too but not alerts.
-        let alert = v["headers"]["ce_type"]
+        let alert = v["headers"][hdr::CE_TYPE]
             .as_str()
             .is_some_and(|t| t != "pulse.customer_erased")
-            && !about_erased(v["headers"]["ce_subject"].as_str(), erased);
-        if let (true, Some(id)) = (alert, v["headers"]["ce_id"].as_str()) {
+            && !about_erased(v["headers"][hdr::CE_SUBJECT].as_str(), erased);
+        if let (true, Some(id)) = (alert, v["headers"][hdr::CE_ID].as_str()) {
             out.insert(
                 id.to_string(),
                 v["value"].as_str().unwrap_or_default().to_string(),
@@ -683,14 +684,14 @@ fn live_alerts(
                 Err(e) => return Err(e.into()),
             };
             let header = |k: &str| kafka::header(m.headers(), k).map(str::to_string);
-            let in_range = header(CAUSE_HEADER)
+            let in_range = header(hdr::CAUSE)
                 .and_then(|c| {
                     let (p, o) = c.split_once('/')?;
                     Some((p.parse::<i32>().ok()?, o.parse::<i64>().ok()?))
                 })
                 .is_some_and(|(p, o)| ends.get(&p).is_some_and(|end| o < *end))
-                && !about_erased(header("ce_subject").as_deref(), erased);
-            if let (true, Some(id)) = (in_range, header("ce_id")) {
+                && !about_erased(header(hdr::CE_SUBJECT).as_deref(), erased);
+            if let (true, Some(id)) = (in_range, header(hdr::CE_ID)) {
                 out.entry(id)
                     .or_default()
                     .push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
