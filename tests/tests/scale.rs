@@ -260,10 +260,11 @@ async fn changelog_holds_the_latest_state_mock() -> anyhow::Result<()> {
             rec.headers.get("schema").map(String::as_str),
             Some("pulse.v1.ChangelogRecord/3")
         );
-        let mut stored = u16::try_from(schema_version)?.to_be_bytes().to_vec();
-        stored.extend_from_slice(&bytes);
         assert_eq!(
-            Some(&pulse_store::decode_state(&stored)?),
+            Some(&pulse_store::decode_state_parts(
+                u16::try_from(schema_version)?,
+                &bytes
+            )?),
             state.get(&customer_id),
             "latest snapshot of {key}"
         );

@@ -6,7 +6,8 @@
 //! `apply_batch`: atomic, all or nothing. It must not know about Kafka or the rules.
 //!
 //! Key layout (one tree, one-byte prefix, big-endian fixed-width numbers so order is numeric):
-//! - `b'c' ++ customer_id`          → customer state (u16 schema version ++ JSON)
+//! - `b'c' ++ customer_id`          → customer state (u16 schema version ++ JSON; the
+//!   changelog carries the two parts apart, see [`encode_state_parts`])
 //! - `b'd' ++ u128 event-id hash`   → i64 clock at which it was seen ++ u128 customer key
 //! - `b's' ++ u128 customer key`    → i64 clock at which the customer was erased (suppression)
 //! - `b'o' ++ u64 sequence`         → outbox record
@@ -492,6 +493,20 @@ pub fn decode_state(bytes: &[u8]) -> Result<CustomerState, StoreError> {
         what: "customer",
         source: None,
     })?;
+    decode_state_parts(found, &bytes[2..])
+}
+
+/// A customer's stored encoding in its two parts, as the changelog carries them (so no other
+/// crate splits or joins the bytes): the state's schema version and the encoding proper
+/// ([`encode_state`] is the version, big-endian, followed by these bytes).
+pub fn encode_state_parts(state: &CustomerState) -> (u16, Vec<u8>) {
+    let body = serde_json::to_vec(state).expect("plain struct");
+    (STATE_SCHEMA_VERSION, body)
+}
+
+/// Reads a state from the two parts of [`encode_state_parts`]; refuses another version by
+/// name as [`decode_state`] does.
+pub fn decode_state_parts(found: u16, body: &[u8]) -> Result<CustomerState, StoreError> {
     // Schema 1 lacks `orders.recent_days` (serde's default, then seeded from what it knows).
     if found != STATE_SCHEMA_VERSION && found != 1 {
         return Err(StoreError::StateVersion {
@@ -500,7 +515,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<CustomerState, StoreError> {
         });
     }
     let mut state: CustomerState =
-        serde_json::from_slice(&bytes[2..]).map_err(|e| StoreError::Corrupt {
+        serde_json::from_slice(body).map_err(|e| StoreError::Corrupt {
             what: "customer",
             source: Some(e),
         })?;
@@ -842,6 +857,19 @@ mod tests {
         assert!(!read.orders.knows_recent_days());
         // Written back, it is schema 2 and reads unchanged.
         assert_eq!(decode_state(&encode_state(&read)).unwrap(), read);
+    }
+
+    #[test]
+    fn state_parts_are_the_stored_encoding_split_at_the_version() {
+        let s = state(3);
+        let (version, body) = encode_state_parts(&s);
+        let stored = encode_state(&s);
+        assert_eq!(version, STATE_SCHEMA_VERSION);
+        assert_eq!(stored[..2], version.to_be_bytes());
+        assert_eq!(stored[2..], body[..]);
+        assert_eq!(decode_state_parts(version, &body).unwrap(), s);
+        let err = decode_state_parts(42, &body).unwrap_err();
+        assert!(err.to_string().contains("schema 42"), "{err}");
     }
 
     proptest! {

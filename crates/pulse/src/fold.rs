@@ -1137,12 +1137,12 @@ impl PartitionTask {
             }
             for (id, state) in &customers {
                 let value = state.as_ref().map(|s| {
-                    let stored = pulse_store::encode_state(s);
+                    let (version, state) = pulse_store::encode_state_parts(s);
                     encode_changelog(
                         &Changelog::Customer {
                             customer_id: id.clone(),
-                            schema_version: u32::from(u16::from_be_bytes([stored[0], stored[1]])),
-                            state: stored[2..].to_vec(),
+                            schema_version: u32::from(version),
+                            state,
                         },
                         encoding,
                     )
@@ -1232,8 +1232,9 @@ fn restore(
         .set("isolation.level", "read_committed")
         .create()?;
     let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
-    // By changelog key: (customer id, stored state), or `None` for a tombstone.
-    type Snapshot = Option<(String, Vec<u8>)>;
+    // By changelog key: (customer id, state schema version, stored state), or `None` for a
+    // tombstone.
+    type Snapshot = Option<(String, u16, Vec<u8>)>;
     let mut customers: HashMap<String, Snapshot> = HashMap::new();
     let mut pending: Vec<(String, Snapshot)> = Vec::new();
     let mut suppressed: HashMap<u128, Millis> = HashMap::new();
@@ -1293,12 +1294,8 @@ fn restore(
                             schema_version,
                             state,
                         } => {
-                            let mut stored = u16::try_from(schema_version)
-                                .map_err(|e| corrupt(&e))?
-                                .to_be_bytes()
-                                .to_vec();
-                            stored.extend_from_slice(&state);
-                            pending.push((key, Some((customer_id, stored))));
+                            let version = u16::try_from(schema_version).map_err(|e| corrupt(&e))?;
+                            pending.push((key, Some((customer_id, version, state))));
                         }
                         Changelog::Erased {
                             customer_key,
@@ -1346,10 +1343,9 @@ fn restore(
         checkpoint,
         ..Commit::default()
     };
-    for (id, bytes) in customers.into_values().flatten() {
-        commit
-            .customers
-            .push((id, Some(pulse_store::decode_state(&bytes)?)));
+    for (id, version, state) in customers.into_values().flatten() {
+        let state = pulse_store::decode_state_parts(version, &state)?;
+        commit.customers.push((id, Some(state)));
     }
     // Erasures stay in force on the new owner (and its restored store is rewritten once).
     commit.suppressed = suppressed.into_iter().collect();
