@@ -21,10 +21,14 @@
 //! customer in one commit and suppresses the customer's later events for good; the partition's
 //! database is then rewritten so that sled's log keeps no copy of the id.
 
+mod counts;
+
+pub use counts::{Counts, Shared};
+
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{mpsc, Arc, RwLock};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use pulse_codec::headers as hdr;
@@ -36,7 +40,7 @@ use pulse_codec::{
     CHECKPOINT_KEY,
 };
 use pulse_core::hash::{customer_key, event_key};
-use pulse_core::{Alert, AlertKind, Body, CustomerState, Millis, Partition, Segment, Stage, DAY};
+use pulse_core::{Alert, AlertKind, Body, CustomerState, Millis, Partition, DAY};
 use pulse_store::{Checkpoint, Commit, OutboxRecord, PartitionStore};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -175,95 +179,6 @@ pub struct FoldOptions {
     pub unguarded: bool,
     /// Exactly-once mode's fault injection (tests).
     pub txn_hooks: TxnHooks,
-}
-
-/// What the HTTP API may read: the stores of the partitions this instance folds and their
-/// committed clocks, and per partition the customers in each announced stage and segment.
-#[derive(Default)]
-pub struct Shared {
-    pub partitions: RwLock<BTreeMap<i32, (PartitionStore, Arc<AtomicI64>)>>,
-    pub canonical_partitions: AtomicI64,
-    pub counts: RwLock<BTreeMap<i32, Arc<Counts>>>,
-    /// Partitions being restored from the changelog (readiness is false while any is).
-    pub restoring: AtomicI64,
-    /// Partitions this instance restored from a changelog checkpoint since it started.
-    pub restored: AtomicI64,
-}
-
-impl Shared {
-    /// Bytes on disk of each held partition's store, for the scrape-time sample.
-    pub fn state_bytes(&self) -> Vec<(i32, u64)> {
-        self.partitions
-            .read()
-            .expect("lock")
-            .iter()
-            .map(|(p, (store, _))| (*p, store.size_on_disk()))
-            .collect()
-    }
-
-    /// Timers pending of each held partition (as of its last commit), for the scrape-time
-    /// sample.
-    pub fn timers_pending(&self) -> Vec<(i32, i64)> {
-        self.counts
-            .read()
-            .expect("lock")
-            .iter()
-            .map(|(p, c)| (*p, c.timers_pending()))
-            .collect()
-    }
-}
-
-/// Customers of one partition per announced lifecycle stage and RFM segment, kept up to date
-/// by fold as customers appear, change and are erased (never by a scan). Each change also
-/// moves the process-wide `pulse_customers` / `pulse_customers_by_segment` gauges. Counts
-/// cover the working set, which runs ahead of the last commit by at most one batch.
-#[derive(Default)]
-pub struct Counts {
-    stages: [AtomicI64; Stage::ALL.len()],
-    segments: [AtomicI64; Segment::ALL.len()],
-    /// Timers scheduled, as of the last commit (`pulse_fold_pending_timers`).
-    timers: AtomicI64,
-}
-
-impl Counts {
-    fn stage(&self, name: &str, delta: i64) {
-        if let Some(i) = Stage::ALL.iter().position(|s| s.as_str() == name) {
-            self.stages[i].fetch_add(delta, Ordering::Relaxed);
-            telemetry::customers_in_stage(Stage::ALL[i].as_str(), delta as f64);
-        }
-    }
-
-    fn segment(&self, name: &str, delta: i64) {
-        if let Some(i) = Segment::ALL.iter().position(|s| s.as_str() == name) {
-            self.segments[i].fetch_add(delta, Ordering::Relaxed);
-            telemetry::customers_in_segment(Segment::ALL[i].as_str(), delta as f64);
-        }
-    }
-
-    fn customer(&self, state: &CustomerState, delta: i64) {
-        self.stage(state.announced.stage.as_str(), delta);
-        self.segment(state.announced.segment.as_str(), delta);
-    }
-
-    pub fn timers_pending(&self) -> i64 {
-        self.timers.load(Ordering::Relaxed)
-    }
-
-    /// `(stage, customers)` for every stage, zeros included.
-    pub fn stages(&self) -> impl Iterator<Item = (&'static str, i64)> + '_ {
-        Stage::ALL
-            .iter()
-            .zip(&self.stages)
-            .map(|(s, n)| (s.as_str(), n.load(Ordering::Relaxed)))
-    }
-
-    /// `(segment, customers)` for every segment, zeros included.
-    pub fn segments(&self) -> impl Iterator<Item = (&'static str, i64)> + '_ {
-        Segment::ALL
-            .iter()
-            .zip(&self.segments)
-            .map(|(s, n)| (s.as_str(), n.load(Ordering::Relaxed)))
-    }
 }
 
 /// The in-memory working set of one partition between commits.
