@@ -33,29 +33,29 @@ pub(super) struct PartitionTask {
     /// and the counts below are the service's, applied around its advance and apply steps.
     pub(super) core: Partition,
     /// event-id hash → (seen at, customer key): an erasure removes its customer's entries.
-    pub(super) dedupe: HashMap<u128, (Millis, u128)>,
-    pub(super) dedupe_order: VecDeque<(Millis, u128)>,
+    dedupe: HashMap<u128, (Millis, u128)>,
+    dedupe_order: VecDeque<(Millis, u128)>,
     /// Keys of erased customers: their later events are dropped (erasure is permanent).
-    pub(super) suppressed: HashSet<u128>,
+    suppressed: HashSet<u128>,
     pub(super) next_offset: i64,
     pub(super) committed_clock: Arc<AtomicI64>,
     pub(super) counts: Arc<Counts>,
     /// Since the last commit:
-    pub(super) dirty: HashSet<String>,
-    pub(super) erased: HashSet<String>,
+    dirty: HashSet<String>,
+    erased: HashSet<String>,
     /// Dedupe inserts (`Some((seen at, customer key))`) and removals (`None`), in order.
-    pub(super) dedupe_changes: Vec<(u128, Option<(Millis, u128)>)>,
+    dedupe_changes: Vec<(u128, Option<(Millis, u128)>)>,
     /// Customers erased (customer key, clock) and committed outbox records withdrawn.
-    pub(super) new_suppressed: Vec<(u128, Millis)>,
-    pub(super) outbox_purged: Vec<u64>,
+    new_suppressed: Vec<(u128, Millis)>,
+    outbox_purged: Vec<u64>,
     /// An erasure is committed but the database not yet rewritten; the last rewrite.
     pub(super) rewrite_pending: bool,
     pub(super) last_rewrite: Option<Instant>,
-    pub(super) outbox: Vec<(u64, OutboxRecord)>,
+    outbox: Vec<(u64, OutboxRecord)>,
     pub(super) records: usize,
     /// Index of the next alert caused by the record being folded (part of its alert_id).
     pub(super) alert_index: u32,
-    pub(super) next_outbox_seq: u64,
+    next_outbox_seq: u64,
     /// Committed but not yet acknowledged.
     pub(super) unacked: Vec<(u64, OutboxRecord)>,
     /// Metric handles and wall-clock instants, for metrics only (never read by decisions).
