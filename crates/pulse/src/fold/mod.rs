@@ -3,10 +3,10 @@
 //!
 //! For each record: advance the partition clock (events and ticks carry time), firing the
 //! timers it passes, dedupe by event_id, and apply the event: the clock, timers and decisions
-//! are pulse-core's `Partition`; dedupe, suppression, erasure and the outbox are fold's. Every `commit_max_events` records
-//! or `commit_interval_ms`, one atomic sled write holds the touched customers, the dedupe
-//! changes, the alerts (as an outbox) and the next offset + clock; only then are the alerts
-//! produced, and removed from the outbox once acknowledged. sled, not the group's committed
+//! are pulse-core's `Partition`; dedupe, suppression, erasure and the outbox are fold's. Every
+//! `commit_max_events` records or `commit_interval_ms`, one atomic sled write holds the
+//! touched customers, the dedupe changes, the alerts (as an outbox) and the next offset +
+//! clock; only then are the alerts produced, and removed from the outbox once acknowledged. sled, not the group's committed
 //! offset, says where a partition resumes: the rebalance callback assigns each partition at
 //! the offset its sled checkpoint names.
 //!
@@ -20,26 +20,33 @@
 //! Erasure (`customer_erased`, see `PartitionTask::erase`) removes everything held for the
 //! customer in one commit and suppresses the customer's later events for good; the partition's
 //! database is then rewritten so that sled's log keeps no copy of the id.
+//!
+//! This file owns the loop over the canonical log and the rebalances (the callback only sends
+//! `Rebalance` over a channel; assignment, restore and revocation happen in the loop). The
+//! rest, each depending only on the ones after it: `commit.rs` (commit and drain per delivery
+//! mode and sink), `task.rs` (one partition's working set: dedupe, suppression, erasure,
+//! emit), `changelog.rs` (the changelog writer and restore), `counts.rs` (what the API reads).
 
 mod changelog;
+mod commit;
 mod counts;
 mod task;
 
+pub use commit::AlertSink;
 pub use counts::{Counts, Shared};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pulse_codec::headers as hdr;
 use pulse_codec::Canonical;
 use pulse_store::{Checkpoint, OutboxRecord, PartitionStore};
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::FutureProducer;
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::Offset;
@@ -47,9 +54,9 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::kafka;
-use crate::producer::Outstanding;
-use crate::txn::{self, Outcome, Txn, TxnHooks};
+use crate::txn::{self, TxnHooks};
 use crate::{telemetry, PipelineError};
+use commit::{settle_outbox, Delivery};
 use task::PartitionTask;
 
 /// What the rebalance callback tells the fold loop. The callback only opens the partition's
@@ -149,18 +156,6 @@ fn open_partition(
     Ok((store, checkpoint))
 }
 
-/// Where the outbox drains to.
-#[derive(Default)]
-pub enum AlertSink {
-    /// The configured topics: the live service.
-    #[default]
-    Kafka,
-    /// One JSON line per record (`topic`, `key`, `headers`, `value`): replays.
-    File(std::sync::Mutex<std::io::BufWriter<std::fs::File>>),
-    /// Nothing leaves: a replay that only rebuilds state.
-    Discard,
-}
-
 /// How a fold run differs from the live service's.
 #[derive(Default)]
 pub struct FoldOptions {
@@ -178,10 +173,10 @@ pub struct FoldOptions {
 
 struct Fold {
     config: Arc<Config>,
-    options: FoldOptions,
-    producer: FutureProducer,
-    /// Exactly-once mode's transactional producer (then also `producer`).
-    txn: Option<Txn>,
+    /// `FoldOptions::stop_at` and `without_changelog`; the rest went to `delivery`.
+    stop_at: Option<BTreeMap<i32, i64>>,
+    without_changelog: bool,
+    delivery: Delivery,
     tasks: BTreeMap<i32, PartitionTask>,
     shared: Arc<Shared>,
 }
@@ -228,23 +223,28 @@ pub async fn run(
             });
         }
     }
-    let txn = if config.fold.guarantee == crate::config::Guarantee::ExactlyOnce
-        && matches!(options.sink, AlertSink::Kafka)
-    {
-        Some(Txn::start(&config, options.txn_hooks.clone()).await?)
-    } else {
-        None
-    };
+    let FoldOptions {
+        sink,
+        stop_at,
+        without_changelog,
+        unguarded,
+        txn_hooks,
+    } = options;
+    let delivery = Delivery::start(
+        config.clone(),
+        sink,
+        without_changelog,
+        unguarded,
+        txn_hooks,
+    )
+    .await?;
     let mut fold = Fold {
-        producer: match &txn {
-            Some(t) => t.producer().clone(),
-            None => kafka::producer_config(&config).create()?,
-        },
-        txn,
+        delivery,
         tasks: BTreeMap::new(),
         shared,
         config: config.clone(),
-        options,
+        stop_at,
+        without_changelog,
     };
     tracing::info!("fold started");
     let mut commit_timer =
@@ -272,7 +272,7 @@ pub async fn run(
                 if fold.tasks.get(&p).is_some_and(|t| t.records >= config.fold.commit_max_events) {
                     if let Err(e) = fold.commit(&consumer, p).await { break Err(e) }
                 }
-                if fold.options.stop_at.as_ref().is_some_and(|ends| ends.get(&p) == Some(&(msg.offset() + 1)))
+                if fold.stop_at.as_ref().is_some_and(|ends| ends.get(&p) == Some(&(msg.offset() + 1)))
                     && fold.reached_stop()
                 {
                     break Ok(());
@@ -284,7 +284,7 @@ pub async fn run(
         // A clean stop: finish the batch, commit it and drain the outbox.
         fold.commit_all(&consumer).await?;
     }
-    crate::producer::flush(&fold.producer);
+    fold.delivery.flush();
     for task in fold.tasks.values() {
         let _ = task.store.flush();
     }
@@ -295,7 +295,7 @@ pub async fn run(
 
 impl Fold {
     fn reached_stop(&self) -> bool {
-        self.options.stop_at.as_ref().is_some_and(|ends| {
+        self.stop_at.as_ref().is_some_and(|ends| {
             ends.iter().all(|(p, end)| {
                 *end <= 0 || self.tasks.get(p).is_some_and(|t| t.next_offset >= *end)
             })
@@ -317,7 +317,7 @@ impl Fold {
                         // the partition is folded (the callback assigned it at the beginning;
                         // `handle` skips what the restored checkpoint covers, and the seek
                         // below spares reading it).
-                        if !self.options.without_changelog && store.checkpoint()?.is_none() {
+                        if !self.without_changelog && store.checkpoint()?.is_none() {
                             self.shared.restoring.fetch_add(1, Ordering::Relaxed);
                             let (c, st) = (self.config.clone(), store.clone());
                             let restored =
@@ -341,7 +341,7 @@ impl Fold {
                             }
                         }
                         let mut task = PartitionTask::load(p, store)?;
-                        if self.txn.is_some() {
+                        if self.delivery.exactly_once() {
                             if group_offsets.is_none() {
                                 let c = self.config.clone();
                                 group_offsets = Some(
@@ -408,7 +408,7 @@ impl Fold {
         if msg.offset() < task.next_offset {
             return Ok(()); // already folded (the group offset lags sled's checkpoint)
         }
-        if (self.options.stop_at.as_ref()).is_some_and(|ends| {
+        if (self.stop_at.as_ref()).is_some_and(|ends| {
             ends.get(&msg.partition())
                 .is_some_and(|end| msg.offset() >= *end)
         }) {
@@ -460,7 +460,9 @@ impl Fold {
         consumer: &StreamConsumer<FoldContext>,
     ) -> Result<(), PipelineError> {
         let ps: Vec<i32> = self.tasks.keys().copied().collect();
-        self.commit_partitions(consumer, &ps).await
+        self.delivery
+            .commit_partitions(&mut self.tasks, consumer, &ps)
+            .await
     }
 
     async fn commit(
@@ -468,225 +470,8 @@ impl Fold {
         consumer: &StreamConsumer<FoldContext>,
         p: i32,
     ) -> Result<(), PipelineError> {
-        self.commit_partitions(consumer, &[p]).await
-    }
-
-    /// Per partition one atomic sled write, then the outbox drain. Effectively-once: each
-    /// partition's outbox is drained after its write and the group offset committed for
-    /// monitoring. Exactly-once: after all the writes, one transaction carries every listed
-    /// partition's outbox and checkpoint offset.
-    async fn commit_partitions(
-        &mut self,
-        consumer: &StreamConsumer<FoldContext>,
-        ps: &[i32],
-    ) -> Result<(), PipelineError> {
-        if self.txn.is_none() {
-            for &p in ps {
-                self.write(consumer, p).await?;
-                self.drain(p).await?;
-                self.rewrite_if_due(p).await?;
-            }
-            return Ok(());
-        }
-        let mut due = Vec::new();
-        for &p in ps {
-            let written = self.write(consumer, p).await?;
-            if written || self.tasks.get(&p).is_some_and(|t| !t.unacked.is_empty()) {
-                due.push(p);
-            }
-        }
-        if due.is_empty() {
-            return Ok(());
-        }
-        let group = consumer.group_metadata().ok_or_else(|| {
-            PipelineError::Transaction("the fold consumer has no group metadata".into())
-        })?;
-        let mut batches: Vec<(i32, i64, txn::Outbox)> = Vec::with_capacity(due.len());
-        for p in due {
-            if let Some(t) = self.tasks.get_mut(&p) {
-                batches.push((p, t.committed_offset, std::mem::take(&mut t.unacked)));
-            }
-        }
-        telemetry::outbox_depth(batches.iter().map(|b| b.2.len()).sum());
-        let txn = self.txn.as_mut().expect("exactly-once");
-        let outcome = txn.drain(&self.config, group, &batches).await?;
-        for (p, _, unacked) in batches {
-            let Some(task) = self.tasks.get_mut(&p) else {
-                continue;
-            };
-            match outcome {
-                Outcome::Committed => {
-                    task.store.ack_outbox(unacked.iter().map(|(seq, _)| *seq))?;
-                    if let Some((last, _)) = unacked.last() {
-                        task.metrics.acked(*last);
-                    }
-                }
-                Outcome::Aborted => task.unacked = unacked,
-            }
-        }
-        if outcome == Outcome::Committed {
-            telemetry::outbox_depth(0);
-        }
-        for &p in ps {
-            self.rewrite_if_due(p).await?;
-        }
-        Ok(())
-    }
-
-    /// The partition's atomic sled write, if it folded records since the last one; returns
-    /// whether it wrote.
-    async fn write(
-        &mut self,
-        consumer: &StreamConsumer<FoldContext>,
-        p: i32,
-    ) -> Result<bool, PipelineError> {
-        let Some(task) = self.tasks.get_mut(&p) else {
-            return Ok(false);
-        };
-        let mut committed_now = false;
-        if task.records > 0 {
-            let started = Instant::now();
-            let changelog = (!self.options.without_changelog).then(|| {
-                (
-                    self.config.topics.changelog.as_str(),
-                    self.config.encoding.canonical,
-                )
-            });
-            let mut commit = task.take_commit(changelog);
-            let unguarded = if self.options.unguarded {
-                std::mem::take(&mut commit.outbox)
-            } else {
-                Vec::new()
-            };
-            let store = task.store.clone();
-            let tagged = self.txn.is_some();
-            let commit = tokio::task::spawn_blocking(move || {
-                if tagged {
-                    store.commit_tagged(&commit)
-                } else {
-                    store.commit(&commit)
-                }
-                .map(|_| commit)
-            })
+        self.delivery
+            .commit_partitions(&mut self.tasks, consumer, &[p])
             .await
-            .expect("commit task")?;
-            task.unacked.extend(commit.outbox);
-            task.committed_offset = task.next_offset;
-            committed_now = true;
-            let clock = task.core.clock();
-            task.committed_clock.store(clock, Ordering::Relaxed);
-            telemetry::fold_committed(p, task.records, started.elapsed().as_secs_f64(), clock);
-            task.counts
-                .timers
-                .store(task.core.pending_timers() as i64, Ordering::Relaxed);
-            task.records = 0;
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(
-                &self.config.topics.canonical,
-                p,
-                Offset::Offset(task.next_offset),
-            )?;
-            // The commit metadata names this instance's HTTP address: how other instances
-            // find a partition's owner (Kafka's OffsetFetch, on any broker).
-            if let Some(mut e) = tpl.find_partition(&self.config.topics.canonical, p) {
-                e.set_metadata(&self.config.http.advertised_addr);
-            }
-            // For lag monitoring and owner lookup only; sled's checkpoint is the truth. In
-            // exactly-once mode the offset is committed with the outbox's transaction instead.
-            if self.txn.is_none() {
-                if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-                    tracing::warn!(partition = p, error = %e, "group offset commit failed");
-                }
-            }
-            // No guarantees (bench baseline): produced, never awaited, never stored.
-            let mut fire_and_forget = Outstanding::default();
-            for (_, r) in &unguarded {
-                fire_and_forget
-                    .send(&self.producer, txn::future_record(r))
-                    .await?;
-            }
-        }
-        Ok(committed_now)
     }
-
-    /// Effectively-once: produces the partition's outbox, waits for the acks, clears it.
-    async fn drain(&mut self, p: i32) -> Result<(), PipelineError> {
-        let Some(task) = self.tasks.get_mut(&p) else {
-            return Ok(());
-        };
-        if !task.unacked.is_empty() {
-            let unacked = std::mem::take(&mut task.unacked);
-            telemetry::outbox_depth(unacked.len());
-            match &self.options.sink {
-                AlertSink::Kafka => {
-                    let mut out = Outstanding::default();
-                    for (_, r) in &unacked {
-                        out.send(&self.producer, txn::future_record(r)).await?;
-                    }
-                    out.wait().await?;
-                }
-                AlertSink::File(file) => {
-                    use std::io::Write;
-                    let mut file = file.lock().expect("lock");
-                    for (_, r) in &unacked {
-                        let line = serde_json::json!({
-                            "topic": r.topic,
-                            "key": r.key,
-                            "headers": r.headers.iter().cloned().collect::<BTreeMap<_, _>>(),
-                            "value": r.value.as_ref().map(|v| String::from_utf8_lossy(v)),
-                        });
-                        writeln!(file, "{line}").map_err(PipelineError::Sink)?;
-                    }
-                    file.flush().map_err(PipelineError::Sink)?;
-                }
-                AlertSink::Discard => {}
-            }
-            task.store.ack_outbox(unacked.iter().map(|(seq, _)| *seq))?;
-            if let Some((last, _)) = unacked.last() {
-                task.metrics.acked(*last);
-            }
-            telemetry::outbox_depth(0);
-        }
-        Ok(())
-    }
-
-    /// After erasures, at a commit boundary: the partition's database rewritten into a fresh
-    /// directory, so sled's log keeps no erased id (the erasure commit already withdrew the
-    /// customer's pending outbox records).
-    async fn rewrite_if_due(&mut self, p: i32) -> Result<(), PipelineError> {
-        let Some(task) = self.tasks.get_mut(&p) else {
-            return Ok(());
-        };
-        if task.rewrite_due(&self.config) {
-            let (store, started) = (task.store.clone(), Instant::now());
-            let rewritten = tokio::task::spawn_blocking(move || store.rewrite())
-                .await
-                .expect("rewrite task")?;
-            telemetry::state_rewritten(p, &rewritten, started.elapsed());
-            task.rewrite_pending = false;
-            task.last_rewrite = Some(Instant::now());
-        }
-        Ok(())
-    }
-}
-
-/// Exactly-once: what the group's committed offset for the partition (written atomically with
-/// the records of the transactions) says about the outbox loaded from sled.
-fn settle_outbox(task: &mut PartitionTask, committed: Option<i64>) -> Result<(), PipelineError> {
-    task.published_upto = committed.unwrap_or(0);
-    let tags = task.store.outbox_tags()?;
-    let (published, todo) = txn::settle(std::mem::take(&mut task.unacked), &tags, committed);
-    if !published.is_empty() {
-        task.store
-            .ack_outbox(published.iter().map(|(seq, _)| *seq))?;
-    }
-    tracing::info!(
-        partition = task.partition,
-        committed = ?committed,
-        cleared = published.len(),
-        resend = todo.len(),
-        "outbox settled against the group's transactionally committed offset"
-    );
-    task.unacked = todo;
-    Ok(())
 }
