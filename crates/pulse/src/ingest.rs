@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pulse_codec::{
-    check_not_future, decode_input, encode_canonical, Canonical, Encoding, Family, Source,
+    check_not_future, decode_record, encode_canonical, Canonical, Encoding, Family, Source,
     TickSource,
 };
 use pulse_core::Millis;
@@ -145,15 +145,12 @@ impl Ingest {
             .and_then(Encoding::from_content_type)
             .unwrap_or(topic_encoding);
         let decoding = Instant::now();
-        let result = match msg.payload() {
-            None => Err(pulse_codec::Rejection {
-                reason: "no_value".into(),
-                detail: "record has no value".into(),
-            }),
-            Some(bytes) => {
-                decode_input(family, encoding, bytes, self.config.ingest.max_record_bytes)
-            }
-        }
+        let result = decode_record(
+            family,
+            encoding,
+            msg.payload(),
+            self.config.ingest.max_record_bytes,
+        )
         .and_then(|event| {
             let skew = self.config.ingest.max_future_skew_ms;
             if skew > 0 {
@@ -210,9 +207,12 @@ impl Ingest {
                 if let Some(ct) = header(msg.headers(), "content-type") {
                     pairs.push(("content-type", ct));
                 }
-                let mut rec = FutureRecord::to(&self.config.topics.dead_letters)
-                    .payload(msg.payload().unwrap_or_default())
-                    .headers(headers(&pairs));
+                let mut rec: FutureRecord<'_, [u8], [u8]> =
+                    FutureRecord::to(&self.config.topics.dead_letters).headers(headers(&pairs));
+                // A tombstone stays a tombstone (a null value), not empty bytes.
+                if let Some(value) = msg.payload() {
+                    rec = rec.payload(value);
+                }
                 if let Some(key) = msg.key() {
                     rec = rec.key(key);
                 }

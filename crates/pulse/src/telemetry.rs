@@ -335,8 +335,9 @@ pub fn ingest_dead_lettered(family: &'static str, reason_class: &str) {
 
 /// Reason classes are a closed set; anything else is counted as `other` so labels stay bounded.
 fn bounded_reason(class: &str) -> &'static str {
-    const KNOWN: [&str; 13] = [
+    const KNOWN: [&str; 14] = [
         "bad_json",
+        "not_an_object",
         "bad_field",
         "bad_protobuf",
         "missing_field",
@@ -347,7 +348,7 @@ fn bounded_reason(class: &str) -> &'static str {
         "bad_score",
         "bad_sentiment",
         "too_large",
-        "no_value",
+        "tombstone",
         "future_event",
     ];
     KNOWN
