@@ -176,6 +176,26 @@ pub const SCOPES: [&str; 2] = ["customers:read", "stats:read"];
 /// Shorter secrets are refused: a bearer token must not be guessable.
 pub const MIN_TOKEN_LEN: usize = 16;
 
+/// librdkafka's default `message.max.bytes`: the largest record (key, value, headers and
+/// framing) its producer accepts; a larger one fails with `MessageSizeTooLarge`.
+pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+/// Room kept under `message.max.bytes` for a produced record's headers and framing (a dead
+/// letter's are at most about 2 kB): the key and value of every record ingest produces fit
+/// in `message.max.bytes - RECORD_HEADROOM` bytes together, and so does an input record of
+/// `ingest.max_record_bytes`.
+pub const RECORD_HEADROOM: usize = 16_384;
+
+impl KafkaConfig {
+    /// The producer's `message.max.bytes`: the pass-through property if set (validated), else
+    /// librdkafka's default.
+    pub fn message_max_bytes(&self) -> usize {
+        self.properties
+            .get("message.max.bytes")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}")]
@@ -348,6 +368,32 @@ impl Config {
                 ));
             }
         }
+        if let Some(v) = self.kafka.properties.get("message.max.bytes") {
+            // librdkafka's own range for the property.
+            if !v
+                .trim()
+                .parse::<usize>()
+                .is_ok_and(|n| (1_000..=1_000_000_000).contains(&n))
+            {
+                return Err(ConfigError::invalid(
+                    "kafka.properties.\"message.max.bytes\"",
+                    format!("must be a whole number of bytes from 1000 to 1000000000, not {v:?}"),
+                ));
+            }
+        }
+        // An input record ingest accepts must fit in what its producer can send, with the
+        // key and headers (the canonical record or the dead letter carrying it).
+        let max_message = self.kafka.message_max_bytes();
+        if self.ingest.max_record_bytes.saturating_add(RECORD_HEADROOM) > max_message {
+            return Err(ConfigError::invalid(
+                "ingest.max_record_bytes",
+                format!(
+                    "{} is more than the producer's message.max.bytes ({max_message}, kafka.properties) less {RECORD_HEADROOM} bytes for keys and headers: at most {}",
+                    self.ingest.max_record_bytes,
+                    max_message.saturating_sub(RECORD_HEADROOM)
+                ),
+            ));
+        }
         let names = self.topics.named();
         for (i, (key, name)) in names.iter().enumerate() {
             if name.is_empty()
@@ -518,6 +564,49 @@ mod tests {
             err.contains("scoring") && err.contains("churned_dayz"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_record_limit_fits_the_producers_message_size() {
+        let c = Config::with_overrides("").unwrap();
+        assert_eq!(c.kafka.message_max_bytes(), DEFAULT_MESSAGE_MAX_BYTES);
+        assert_eq!(
+            c.ingest.max_record_bytes,
+            DEFAULT_MESSAGE_MAX_BYTES - RECORD_HEADROOM,
+            "the default input limit is the most the default producer can carry"
+        );
+        // The limit of before issue 16 (1 MiB) is more than librdkafka's producer sends.
+        let err = Config::with_overrides("[ingest]\nmax_record_bytes = 1048576")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ingest.max_record_bytes")
+                && err.contains("message.max.bytes (1000000")
+                && err.contains("at most 983616"),
+            "{err}"
+        );
+        // Raising the producer's limit allows a larger input limit.
+        let c = Config::with_overrides(
+            "[kafka.properties]\n\"message.max.bytes\" = \"4000000\"\n[ingest]\nmax_record_bytes = 3000000",
+        )
+        .unwrap();
+        assert_eq!(c.kafka.message_max_bytes(), 4_000_000);
+        // Lowering it below the input limit is refused, naming the input limit.
+        let err = Config::with_overrides("[kafka.properties]\n\"message.max.bytes\" = \"500000\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ingest.max_record_bytes"), "{err}");
+        for bad in ["\"lots\"", "\"999\"", "\"2000000000\""] {
+            let err = Config::with_overrides(&format!(
+                "[kafka.properties]\n\"message.max.bytes\" = {bad}"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("kafka.properties.\"message.max.bytes\""),
+                "{err}"
+            );
+        }
     }
 
     #[test]
