@@ -164,10 +164,12 @@ cm = yaml.safe_load(open(sys.argv[1]))
 open(sys.argv[2], "w").write(cm["data"]["pulse.toml"])
 EOF
 # pulse refuses unknown keys and impossible values with exit code 2 before touching Kafka. The
-# broker is a closed loopback port, so a valid config ends with exit 1 ("no broker") after
-# librdkafka's metadata timeout (about 10 s): both files are checked at the same time.
+# broker is a closed loopback port, so a valid config ends with exit 1 ("no broker") within
+# 5 s: both files are checked at the same time. The ConfigMap's config gets the SASL
+# credentials the StatefulSet passes from the Secret.
 CONFIGS=("$DEPLOY/pulse.compose.toml" "$WORK/configmap-pulse.toml")
 NAMES=("deploy/pulse.compose.toml" "deploy/k8s/configmap.yaml:pulse.toml")
+EXTRA_ENV=("PULSE_NO_EXTRA=1" "PULSE__KAFKA__PROPERTIES__SASL_USERNAME=pulse PULSE__KAFKA__PROPERTIES__SASL_PASSWORD=placeholder")
 CHECK_PIDS=()
 for i in "${!CONFIGS[@]}"; do
   "$PY" - "${CONFIGS[$i]}" <<'EOF' || fail "${NAMES[$i]} sets [scoring] keys (leave the rules at their defaults)"
@@ -176,6 +178,7 @@ sys.exit(1 if "scoring" in tomllib.load(open(sys.argv[1], "rb")) else 0)
 EOF
   env -i PATH="$PATH" HOME="$HOME" \
     PULSE__KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9 PULSE__FOLD__STATE_DIR="$WORK/state-check-$i" \
+    ${EXTRA_ENV[$i]} \
     timeout 60 "$PULSE_BIN" run --config "${CONFIGS[$i]}" --for 1s --http-addr 127.0.0.1:0 \
     >"$WORK/config-check-$i.out" 2>"$WORK/config-check-$i.err" &
   CHECK_PIDS+=("$!")
@@ -326,10 +329,22 @@ if cfgvol.get("name") != cm["metadata"]["name"] or "pulse.toml" not in cm["data"
     errors.append("/etc/pulse must be the ConfigMap holding pulse.toml")
 if c.get("args", [])[:3] != ["run", "--config", "/etc/pulse/pulse.toml"]:
     errors.append("container args must run with --config /etc/pulse/pulse.toml")
+# Kafka credentials come from the Secret, by reference; never as a literal value.
+secret = docs.get("Secret")
+secret_keys = set((secret or {}).get("stringData", {})) | set((secret or {}).get("data", {}))
+for name in ("PULSE__KAFKA__PROPERTIES__SASL_USERNAME", "PULSE__KAFKA__PROPERTIES__SASL_PASSWORD"):
+    ref = envs.get(name, {}).get("valueFrom", {}).get("secretKeyRef")
+    if ref is None:
+        errors.append(f"env {name} must come from a secretKeyRef")
+    elif secret is None or ref["name"] != secret["metadata"]["name"] or ref["key"] not in secret_keys:
+        errors.append(f"env {name} refers to a missing Secret key {ref}")
+for e in c.get("env", []):
+    if any(w in e["name"] for w in ("PASSWORD", "SECRET", "TOKEN")) and "value" in e:
+        errors.append(f"env {e['name']} holds a literal value: take it from a Secret")
 for e in errors: print("    " + e)
 sys.exit(1 if errors else 0)
 EOF
-ok "headless Service, selectors, PDB, probes, preStop + grace, non-root, anti-affinity, PVC, ConfigMap"
+ok "headless Service, selectors, PDB, probes, preStop + grace, non-root, anti-affinity, PVC, ConfigMap, Secret"
 
 # ---------------------------------------------------------------------------------------------
 step "prometheus: promtool check config / check rules / test rules"
