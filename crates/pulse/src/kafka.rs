@@ -12,28 +12,61 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 
 use crate::config::Config;
 
-/// Checks that librdkafka knows each property name (`(name, why)` for the first it does not).
-/// Values are set too, because librdkafka checks a name by setting it, but a value it refuses
-/// is left for client creation: only names are judged here, and the reason never holds a value.
-pub fn check_property_names(
+/// Checks each property as librdkafka will take it (`(name, why)` for the first it refuses):
+/// an unknown name, or a value it refuses alone (`security.protocol = "SASL_SSL"` in a build
+/// without the `ssl` feature, `sasl.jaas.config`, a TLS property without OpenSSL). Doing it here,
+/// at load, names the key with exit code 2 and keeps the value out: rdkafka's error for a
+/// refused property prints the value, and that value may be a secret (`ssl.key.pem`).
+pub fn check_properties(
     properties: &std::collections::BTreeMap<String, String>,
 ) -> Result<(), (String, String)> {
     use rdkafka::types::RDKafkaConfRes;
     for (name, value) in properties {
         let mut c = ClientConfig::new();
         c.set(name, value);
-        if let Err(KafkaError::ClientConfig(RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN, ..)) =
-            c.create_native_config()
-        {
-            return Err((
-                name.clone(),
-                "is not a librdkafka property (see librdkafka's CONFIGURATION.md); in \
-                 PULSE__KAFKA__PROPERTIES__<NAME>, `_` stands for `.`"
-                    .to_string(),
-            ));
+        match c.create_native_config() {
+            Err(KafkaError::ClientConfig(RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN, ..)) => {
+                return Err((
+                    name.clone(),
+                    "is not a librdkafka property (see librdkafka's CONFIGURATION.md); in \
+                     PULSE__KAFKA__PROPERTIES__<NAME>, `_` stands for `.`"
+                        .to_string(),
+                ));
+            }
+            Err(KafkaError::ClientConfig(_, desc, ..)) => {
+                let desc = hide(&desc, value);
+                return Err((name.clone(), format!("librdkafka refuses it: {desc}")));
+            }
+            _ => {}
         }
     }
     Ok(())
+}
+
+/// `text` with each occurrence of `value` that stands alone (not inside a longer word: a
+/// value `SSL` leaves "OpenSSL" as it is) replaced by "(value not shown)".
+fn hide(text: &str, value: &str) -> String {
+    if value.is_empty() {
+        return text.to_string();
+    }
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(value) {
+        let (before, after) = (
+            rest[..i].chars().last(),
+            rest[i + value.len()..].chars().next(),
+        );
+        out.push_str(&rest[..i]);
+        if word(before) || word(after) {
+            out.push_str(value);
+        } else {
+            out.push_str("(value not shown)");
+        }
+        rest = &rest[i + value.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Client config: brokers, then pulse's `defaults`, then the user's pass-through librdkafka
@@ -391,5 +424,18 @@ mod tests {
             -58897971
         );
         assert_eq!(murmur2(b"abc") as i32, 479470107);
+    }
+
+    #[test]
+    fn hide_replaces_the_value_where_it_stands_alone() {
+        assert_eq!(
+            hide("Unsupported value \"SSL\" for \"security.protocol\": OpenSSL not available", "SSL"),
+            "Unsupported value \"(value not shown)\" for \"security.protocol\": OpenSSL not available"
+        );
+        assert_eq!(
+            hide("bad: hunter2. again hunter2", "hunter2"),
+            "bad: (value not shown). again (value not shown)"
+        );
+        assert_eq!(hide("nothing", ""), "nothing");
     }
 }
