@@ -331,9 +331,10 @@ async fn view_alerts(config: Config, seen: Arc<Seen>, json: bool) -> anyhow::Res
 }
 
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["brokers", "ndjson"])))]
 pub struct SimulateArgs {
     /// Kafka bootstrap servers to write to (topics from --config, or the defaults).
-    #[arg(long, conflicts_with = "ndjson")]
+    #[arg(long)]
     pub brokers: Option<String>,
     /// Write NDJSON lines `{"topic","key","value"}` to this file instead ("-" for stdout).
     #[arg(long)]
@@ -364,6 +365,10 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     match (&args.brokers, &args.ndjson) {
         (Some(brokers), _) => {
             config.kafka.bootstrap_servers = brokers.clone();
+            // An unreachable cluster is reported once, within seconds, naming the address,
+            // instead of by a producer retrying forever.
+            let c = config.clone();
+            tokio::task::spawn_blocking(move || crate::kafka::cluster_metadata(&c)).await??;
             let n = feed(config, sim, f64::INFINITY).await?;
             eprintln!("simulate: wrote {n} records");
         }
@@ -383,7 +388,7 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             }
             out.flush()?;
         }
-        (None, None) => anyhow::bail!("give --brokers or --ndjson"),
+        (None, None) => unreachable!("clap requires --brokers or --ndjson"),
     }
     Ok(())
 }

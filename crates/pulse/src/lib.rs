@@ -17,6 +17,7 @@ pub mod producer;
 pub mod replay;
 pub mod simulate;
 pub mod telemetry;
+pub mod topics;
 pub mod txn;
 pub mod whatif;
 

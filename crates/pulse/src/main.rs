@@ -51,6 +51,12 @@ enum Command {
         #[arg(long = "for", value_parser = pulse::demo::parse_duration)]
         run_for: Option<Duration>,
     },
+    /// Create pulse's topics, or check an existing cluster's (partition counts, compaction,
+    /// retention), naming each problem and its fix.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
     /// Run the whole pipeline on an in-process Kafka-protocol broker with simulated customers.
     Demo(pulse::demo::DemoArgs),
     /// Write simulated customer events to a Kafka cluster or an NDJSON file.
@@ -66,6 +72,32 @@ enum Command {
     Backtest(pulse::backtest::BacktestArgs),
     /// Replay the same input with the live and a candidate `[scoring]` and show the difference.
     Whatif(pulse::whatif::WhatIfArgs),
+}
+
+#[derive(Subcommand)]
+enum TopicsAction {
+    /// Create every missing topic the config names (existing ones are left as they are), then
+    /// check them all. Exit 1 if a problem remains.
+    Create {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Partitions of each new topic (the changelog gets the canonical log's count). The
+        /// canonical log's count is fixed for life: customers are placed by murmur2(id) % count.
+        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..))]
+        partitions: i32,
+        /// Replicas of each new topic; -1 takes the broker's default.replication.factor.
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        replication_factor: i32,
+    },
+    /// Check the topics of an existing cluster. Exit 1 if any problem is found (with --strict,
+    /// also if the broker could not answer a question).
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Treat "cannot verify" (a broker without DescribeConfigs) as a failure.
+        #[arg(long)]
+        strict: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -94,6 +126,12 @@ fn main() -> ExitCode {
                     Some(Only::Fold) => config.ingest.enabled = false,
                     None => {}
                 }
+                // The first contact with the cluster: an unreachable one is reported here,
+                // once, within seconds; a missing or misconfigured topic stops the start,
+                // named with its fix, before any pipeline runs.
+                if let Err(e) = pulse::topics::preflight(&config).await {
+                    return Err(runtime_error(e.into()));
+                }
                 pulse::demo::run_service(config, run_for)
                     .await
                     .map_err(runtime_error)
@@ -101,7 +139,8 @@ fn main() -> ExitCode {
             Command::Demo(args) => pulse::demo::demo(args, cli.http_addr)
                 .await
                 .map_err(runtime_error),
-            Command::Simulate(args) => pulse::demo::simulate(args).await.map_err(runtime_error),
+            Command::Topics { action } => topics(action).await,
+            Command::Simulate(args) => pulse::demo::simulate(args).await.map_err(usage_or_runtime),
             Command::Replay(args) => match pulse::replay::replay(args).await {
                 Ok(_) => Ok(()),
                 Err(e) if e.is::<pulse::replay::UsageError>() => {
@@ -131,14 +170,51 @@ fn main() -> ExitCode {
     }
 }
 
+async fn topics(action: TopicsAction) -> Result<(), ExitCode> {
+    let (path, create, strict) = match &action {
+        TopicsAction::Create {
+            config,
+            partitions,
+            replication_factor,
+        } => (config, Some((*partitions, *replication_factor)), false),
+        TopicsAction::Check { config, strict } => (config, None, *strict),
+    };
+    let config = Config::load(path.as_deref()).map_err(config_error)?;
+    let report = match create {
+        Some((partitions, replication)) => {
+            let (created, report) = pulse::topics::create(&config, partitions, replication)
+                .await
+                .map_err(|e| runtime_error(e.into()))?;
+            for name in created {
+                println!("created {name}");
+            }
+            report
+        }
+        None => pulse::topics::check(&config)
+            .await
+            .map_err(|e| runtime_error(e.into()))?,
+    };
+    print!("{}", report.render());
+    let failed = report.problems().count() > 0 || (strict && report.unverified().count() > 0);
+    if failed {
+        Err(ExitCode::from(1))
+    } else {
+        Ok(())
+    }
+}
+
 fn config_error(e: ConfigError) -> ExitCode {
     eprintln!("error: {}", pulse::error_chain(&e));
     ExitCode::from(2)
 }
 
-/// Exit 2 for a [`pulse::replay::UsageError`] (a bad flag or config), 1 for anything else.
+/// Exit 2 for a [`pulse::replay::UsageError`] or a [`ConfigError`] (a bad flag or config), 1
+/// for anything else.
 fn usage_or_runtime(e: anyhow::Error) -> ExitCode {
-    if e.is::<pulse::replay::UsageError>() {
+    if let Some(c) = e.downcast_ref::<ConfigError>() {
+        eprintln!("error: {}", pulse::error_chain(c));
+        ExitCode::from(2)
+    } else if e.is::<pulse::replay::UsageError>() {
         eprintln!("error: {e}");
         ExitCode::from(2)
     } else {
