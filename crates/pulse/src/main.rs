@@ -66,6 +66,8 @@ enum Command {
     Backtest(pulse::backtest::BacktestArgs),
     /// Replay the same input with the live and a candidate `[scoring]` and show the difference.
     Whatif(pulse::whatif::WhatIfArgs),
+    /// Print pulse's alerts (read_committed) as readable lines or JSON lines.
+    Tail(pulse::tail::TailArgs),
 }
 
 fn main() -> ExitCode {
@@ -123,6 +125,17 @@ fn main() -> ExitCode {
                 .await
                 .map(|_| ())
                 .map_err(usage_or_runtime),
+            Command::Tail(args) => tokio::task::spawn_blocking(move || {
+                pulse::tail::tail(&args, &mut std::io::stdout().lock())
+            })
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r)
+            .map(|_| ())
+            .map_err(|e| match e.downcast::<ConfigError>() {
+                Ok(e) => config_error(e),
+                Err(e) => runtime_error(e),
+            }),
         }
     });
     match result {
