@@ -432,12 +432,13 @@ step "metrics: every name in the dashboard and alert rules is exported by a live
 DEMO_PID=$!
 ADDR=""
 for _ in $(seq 1 100); do
-  ADDR="$(sed -n '1s#^http: http://##p' "$WORK/demo.out" 2>/dev/null || true)"
+  # The demo's first stderr line: `demo: N customers, ..., http://ADDR` (stdout is alerts only).
+  ADDR="$(sed -n '1s#^demo: .*, http://##p' "$WORK/demo.err" 2>/dev/null || true)"
   [ -n "$ADDR" ] && break
   kill -0 "$DEMO_PID" 2>/dev/null || { cat "$WORK/demo.err" >&2; fail "pulse demo exited early"; }
   sleep 0.2
 done
-[ -n "$ADDR" ] || fail "pulse demo printed no 'http: http://ADDR' line within 20 s"
+[ -n "$ADDR" ] || fail "pulse demo printed no 'demo: ..., http://ADDR' line within 20 s"
 DEMO_T0=$(date +%s)
 info "pulse demo serving on $ADDR"
 
@@ -585,7 +586,7 @@ wait "$DEMO_PID"
 rc=$?
 set -e
 [ "$rc" = 0 ] || { tail -5 "$WORK/demo.err" >&2; fail "pulse demo exited $rc"; }
-grep -q '^summary: customers per stage' "$WORK/demo.out" || fail "pulse demo printed no summary"
-ok "pulse demo stopped cleanly: $(grep '^summary: alerts' "$WORK/demo.out")"
+grep -q '^summary: customers per stage' "$WORK/demo.err" || fail "pulse demo printed no summary"
+ok "pulse demo stopped cleanly: $(grep '^summary: alerts per type' "$WORK/demo.err")"
 
 printf '\nALL DEPLOY CHECKS PASSED in %ss\n' "$(($(date +%s) - STARTED))"

@@ -16,6 +16,7 @@ pub mod kafka;
 pub mod producer;
 pub mod replay;
 pub mod simulate;
+pub mod tail;
 pub mod telemetry;
 pub mod topics;
 pub mod txn;

@@ -72,6 +72,8 @@ enum Command {
     Backtest(pulse::backtest::BacktestArgs),
     /// Replay the same input with the live and a candidate `[scoring]` and show the difference.
     Whatif(pulse::whatif::WhatIfArgs),
+    /// Print pulse's alerts (read_committed) as readable lines or JSON lines.
+    Tail(pulse::tail::TailArgs),
 }
 
 #[derive(Subcommand)]
@@ -102,7 +104,13 @@ enum TopicsAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The demo's stderr is its status line and summary: service logs only when they matter.
+    let default_filter = if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info,rdkafka=warn"
+    };
+    init_logging(cli.log_format, default_filter);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -162,6 +170,17 @@ fn main() -> ExitCode {
                 .await
                 .map(|_| ())
                 .map_err(usage_or_runtime),
+            Command::Tail(args) => tokio::task::spawn_blocking(move || {
+                pulse::tail::tail(&args, &mut std::io::stdout().lock())
+            })
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r)
+            .map(|_| ())
+            .map_err(|e| match e.downcast::<ConfigError>() {
+                Ok(e) => config_error(e),
+                Err(e) => runtime_error(e),
+            }),
         }
     });
     match result {
@@ -227,9 +246,9 @@ fn runtime_error(e: anyhow::Error) -> ExitCode {
     ExitCode::from(1)
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

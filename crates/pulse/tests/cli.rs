@@ -95,16 +95,21 @@ fn the_demo_prints_explained_alerts_within_a_minute() {
             "--http-addr",
             "127.0.0.1:0",
         ])
-        .stderr(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(started.elapsed() < Duration::from_secs(60));
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // `pulse demo --json | jq`: every stdout line is an alert as JSON, nothing else.
     let alerts: Vec<serde_json::Value> = stdout
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .filter(|v: &serde_json::Value| v.get("alert_id").is_some())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"));
+            assert!(v.get("alert_id").is_some(), "not an alert: {l}");
+            v
+        })
         .collect();
     let warnings: Vec<_> = alerts
         .iter()
@@ -121,11 +126,125 @@ fn the_demo_prints_explained_alerts_within_a_minute() {
             "reasons on every alert: {a}"
         );
     }
+    // The default --show: churn warnings and stage changes; segment changes are counted.
+    assert!(alerts
+        .iter()
+        .all(|a| a["type"] == "churn_warning" || a["type"] == "lifecycle_stage_changed"));
     assert!(
-        stdout
+        stderr.contains(&format!(
+            "summary: printed {} alert JSON lines; not printed: ",
+            alerts.len()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr
             .lines()
             .any(|l| l.starts_with("summary: dead letters per reason")),
-        "{stdout}"
+        "{stderr}"
+    );
+}
+
+/// Numbers followed by `noun` in `text` ("12 churn warnings" for `churn`), summed.
+fn count_before(text: &str, noun: &str) -> u64 {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[1] == noun)
+        .filter_map(|w| w[0].parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn the_readable_demo_prints_a_chosen_stream_and_accounts_for_the_rest() {
+    let started = Instant::now();
+    let out = pulse()
+        .args([
+            "demo",
+            "--customers",
+            "300",
+            "--days",
+            "90",
+            "--days-per-second",
+            "15",
+            "--lines-per-second",
+            "5",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(!lines.is_empty(), "{stderr}");
+    // Only alert lines on stdout: `YYYY-MM-DD  customer  kind  from → to  (reason)`.
+    let mut seen = std::collections::BTreeMap::new();
+    for l in &lines {
+        assert!(
+            l.as_bytes()[..10].iter().filter(|b| **b == b'-').count() == 2
+                && l.contains(" → ")
+                && l.ends_with(')'),
+            "not an alert line: {l}"
+        );
+        let kind = if l.contains("churn warning") {
+            "churn"
+        } else if l.contains("stage change") {
+            "stage"
+        } else {
+            panic!("segment changes are not shown by default: {l}")
+        };
+        // A churn warning is printed once, merged with its stage change: no second line for
+        // the same customer, day and change (the line without its kind label and reason).
+        let head = l.split(" (").next().unwrap();
+        let key = head
+            .replace("churn warning", "")
+            .replace("stage change", "")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if let Some(other) = seen.insert(key, kind) {
+            assert!(
+                other == kind,
+                "a churn warning and its stage change on two lines: {l}"
+            );
+        }
+    }
+    // No more than the limit allows (a second's burst at the start).
+    assert!(
+        lines.len() as f64 <= 5.0 * elapsed.as_secs_f64() + 5.0,
+        "{} lines in {elapsed:?}",
+        lines.len()
+    );
+    // The summary (stderr) accounts for every alert: printed or not printed, and why.
+    let summary = |prefix: &str| {
+        stderr
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in {stderr}"))
+            .to_string()
+    };
+    let total: u64 = summary("summary: alerts per type ")
+        .split_whitespace()
+        .map(|kv| kv.split_once('=').unwrap().1.parse::<u64>().unwrap())
+        .sum();
+    let printed = summary("summary: printed ");
+    let (head, not) = printed.split_once("; not printed: ").expect("not printed");
+    let printed_lines: u64 = head.split_whitespace().next().unwrap().parse().unwrap();
+    assert_eq!(printed_lines, lines.len() as u64, "{printed}");
+    let printed_alerts = head.split_once(" for ").map_or(printed_lines, |(_, rest)| {
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    });
+    let not_printed =
+        count_before(not, "segment") + count_before(not, "churn") + count_before(not, "stage");
+    assert!(not.contains("segment changes (not in --show)"), "{not}");
+    assert!(not.contains("over 5 lines/s (--lines-per-second"), "{not}");
+    assert_eq!(
+        printed_alerts + not_printed,
+        total,
+        "every alert printed or counted as not printed: {printed}"
     );
 }
 
