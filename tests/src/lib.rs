@@ -324,7 +324,7 @@ pub fn tansu_bin() -> PathBuf {
 
 /// The `[scoring]` before it was fitted (rule_version v2, CDNOW's model parameters), as a
 /// config layer: for tests whose timings were worked out by hand under those rules.
-pub const SCORING_V2: &str = include_str!("../../crates/pulse/tests/fixtures/scoring-v2.toml");
+pub const SCORING_V2: &str = include_str!("../../crates/pulse-core/tests/fixtures/scoring-v2.toml");
 
 /// A service config for a test: the broker, a state dir, a fresh group, quick commits and
 /// ticks, an ephemeral HTTP port; `extra` (TOML) on top.

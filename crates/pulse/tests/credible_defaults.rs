@@ -107,7 +107,7 @@ fn the_default_rules_warn_about_customers_who_really_left() {
 }
 
 /// The shipped `[scoring]` before it was fitted (rule_version v2), as a config layer.
-const V2: &str = include_str!("fixtures/scoring-v2.toml");
+const V2: &str = include_str!("../../pulse-core/tests/fixtures/scoring-v2.toml");
 
 fn judge(truth: &Truth, scoring: &pulse_core::ScoringConfig) -> Rates {
     let run = pulse::whatif::replay(&truth.loaded, scoring);

@@ -27,33 +27,17 @@ pub struct Customer {
 }
 
 /// The rules these tests' hand-worked expectations were computed with: the shipped rules
-/// before they were fitted to the simulator (rule_version v2), with the published CDNOW fits
-/// of the three models (as quoted by `lifetimes` and BTYDplus) and of Gamma-Gamma. Pinned here
-/// so that refitting the shipped defaults does not change what a test checks.
+/// before they were fitted to the simulator (rule_version v2, the published CDNOW fits), read
+/// from the one copy the service's tests load too, so refitting the shipped defaults does not
+/// change what a test checks.
 pub fn rules() -> ScoringConfig {
-    let mut cfg = ScoringConfig {
-        rule_version: "v2".into(),
-        at_risk_risk: 0.5,
-        at_risk_gap_multiple: 2.0,
-        at_risk_gap_min_days: 30,
-        recency_cuts_days: [14, 30, 60, 120],
-        frequency_cuts: [2, 3, 5, 10],
-        monetary_cuts_minor: [5_000, 15_000, 40_000, 100_000],
-        ..ScoringConfig::default()
-    };
-    let m = &mut cfg.model;
-    (m.mbg_nbd.r, m.mbg_nbd.alpha, m.mbg_nbd.a, m.mbg_nbd.b) = (0.525, 6.183, 0.891, 1.614);
-    (m.bg_nbd.r, m.bg_nbd.alpha, m.bg_nbd.a, m.bg_nbd.b) =
-        (0.2425982, 4.4136842, 0.7929899, 2.4261667);
-    let p = &mut m.pareto_nbd;
-    (p.r, p.alpha, p.s, p.beta) = (0.5533, 10.5776, 0.6061, 11.6689);
-    let g = &mut cfg.gamma_gamma;
-    (g.p, g.q, g.v) = (6.25, 3.74, 1544.0);
-    (
-        cfg.value_tier.mid_from_minor,
-        cfg.value_tier.high_from_minor,
-    ) = (5_000.0, 20_000.0);
-    cfg
+    #[derive(serde::Deserialize)]
+    struct Layer {
+        scoring: ScoringConfig,
+    }
+    let layer: Layer = toml::from_str(include_str!("../fixtures/scoring-v2.toml"))
+        .expect("tests/fixtures/scoring-v2.toml");
+    layer.scoring
 }
 
 impl Customer {
