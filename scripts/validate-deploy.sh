@@ -164,10 +164,23 @@ cm = yaml.safe_load(open(sys.argv[1]))
 open(sys.argv[2], "w").write(cm["data"]["pulse.toml"])
 EOF
 # pulse refuses unknown keys and impossible values with exit code 2 before touching Kafka. The
-# broker is a closed loopback port, so a valid config ends with exit 1 ("no broker") after
-# librdkafka's metadata timeout (about 10 s): both files are checked at the same time.
+# broker is a closed loopback port, so a valid config ends with exit 1 ("no broker") within
+# 5 s: both files are checked at the same time. The ConfigMap's config gets the SASL
+# credentials the StatefulSet passes from the Secret; its SASL_SSL is checked only by a binary
+# built with TLS (the image's): pulse refuses TLS settings at load without it (exit 2), so a
+# binary without it is given SASL_PLAINTEXT and PLAIN (SCRAM needs OpenSSL too) and everything
+# else is checked. A valid config must end in the "no broker" error, nothing else.
 CONFIGS=("$DEPLOY/pulse.compose.toml" "$WORK/configmap-pulse.toml")
 NAMES=("deploy/pulse.compose.toml" "deploy/k8s/configmap.yaml:pulse.toml")
+K8S_ENV="PULSE__KAFKA__PROPERTIES__SASL_USERNAME=pulse PULSE__KAFKA__PROPERTIES__SASL_PASSWORD=placeholder"
+TLS_PROBE="$(env -i PATH="$PATH" PULSE__KAFKA__PROPERTIES__SECURITY_PROTOCOL=SSL \
+  PULSE__KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9 "$PULSE_BIN" topics check 2>&1 || true)"
+if [[ "$TLS_PROBE" == *"OpenSSL not available"* ]]; then
+  info "pulse binary without TLS: the ConfigMap's security.protocol is checked as SASL_PLAINTEXT"
+  K8S_ENV="$K8S_ENV PULSE__KAFKA__PROPERTIES__SECURITY_PROTOCOL=SASL_PLAINTEXT"
+  K8S_ENV="$K8S_ENV PULSE__KAFKA__PROPERTIES__SASL_MECHANISM=PLAIN"
+fi
+EXTRA_ENV=("PULSE_NO_EXTRA=1" "$K8S_ENV")
 CHECK_PIDS=()
 for i in "${!CONFIGS[@]}"; do
   "$PY" - "${CONFIGS[$i]}" <<'EOF' || fail "${NAMES[$i]} sets [scoring] keys (leave the rules at their defaults)"
@@ -176,6 +189,7 @@ sys.exit(1 if "scoring" in tomllib.load(open(sys.argv[1], "rb")) else 0)
 EOF
   env -i PATH="$PATH" HOME="$HOME" \
     PULSE__KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9 PULSE__FOLD__STATE_DIR="$WORK/state-check-$i" \
+    ${EXTRA_ENV[$i]} \
     timeout 60 "$PULSE_BIN" run --config "${CONFIGS[$i]}" --for 1s --http-addr 127.0.0.1:0 \
     >"$WORK/config-check-$i.out" 2>"$WORK/config-check-$i.err" &
   CHECK_PIDS+=("$!")
@@ -186,7 +200,10 @@ for i in "${!CONFIGS[@]}"; do
   rc=$?
   set -e
   case $rc in
-    0 | 1 | 124) ok "${NAMES[$i]}: accepted by pulse (exit $rc without a broker)" ;;
+    1) grep -q "no Kafka broker answered at 127.0.0.1:9" "$WORK/config-check-$i.err" ||
+         { cat "$WORK/config-check-$i.err" >&2; fail "${NAMES[$i]}: pulse failed before reaching for the broker"; }
+       ok "${NAMES[$i]}: accepted by pulse (exit 1: no broker)" ;;
+    0 | 124) ok "${NAMES[$i]}: accepted by pulse (exit $rc without a broker)" ;;
     2) cat "$WORK/config-check-$i.err" >&2; fail "${NAMES[$i]}: pulse refused the configuration" ;;
     *) cat "$WORK/config-check-$i.err" >&2; fail "${NAMES[$i]}: pulse exited $rc" ;;
   esac
@@ -326,10 +343,22 @@ if cfgvol.get("name") != cm["metadata"]["name"] or "pulse.toml" not in cm["data"
     errors.append("/etc/pulse must be the ConfigMap holding pulse.toml")
 if c.get("args", [])[:3] != ["run", "--config", "/etc/pulse/pulse.toml"]:
     errors.append("container args must run with --config /etc/pulse/pulse.toml")
+# Kafka credentials come from the Secret, by reference; never as a literal value.
+secret = docs.get("Secret")
+secret_keys = set((secret or {}).get("stringData", {})) | set((secret or {}).get("data", {}))
+for name in ("PULSE__KAFKA__PROPERTIES__SASL_USERNAME", "PULSE__KAFKA__PROPERTIES__SASL_PASSWORD"):
+    ref = envs.get(name, {}).get("valueFrom", {}).get("secretKeyRef")
+    if ref is None:
+        errors.append(f"env {name} must come from a secretKeyRef")
+    elif secret is None or ref["name"] != secret["metadata"]["name"] or ref["key"] not in secret_keys:
+        errors.append(f"env {name} refers to a missing Secret key {ref}")
+for e in c.get("env", []):
+    if any(w in e["name"] for w in ("PASSWORD", "SECRET", "TOKEN")) and "value" in e:
+        errors.append(f"env {e['name']} holds a literal value: take it from a Secret")
 for e in errors: print("    " + e)
 sys.exit(1 if errors else 0)
 EOF
-ok "headless Service, selectors, PDB, probes, preStop + grace, non-root, anti-affinity, PVC, ConfigMap"
+ok "headless Service, selectors, PDB, probes, preStop + grace, non-root, anti-affinity, PVC, ConfigMap, Secret"
 
 # ---------------------------------------------------------------------------------------------
 step "prometheus: promtool check config / check rules / test rules"
@@ -403,12 +432,13 @@ step "metrics: every name in the dashboard and alert rules is exported by a live
 DEMO_PID=$!
 ADDR=""
 for _ in $(seq 1 100); do
-  ADDR="$(sed -n '1s#^http: http://##p' "$WORK/demo.out" 2>/dev/null || true)"
+  # The demo's first stderr line: `demo: N customers, ..., http://ADDR` (stdout is alerts only).
+  ADDR="$(sed -n '1s#^demo: .*, http://##p' "$WORK/demo.err" 2>/dev/null || true)"
   [ -n "$ADDR" ] && break
   kill -0 "$DEMO_PID" 2>/dev/null || { cat "$WORK/demo.err" >&2; fail "pulse demo exited early"; }
   sleep 0.2
 done
-[ -n "$ADDR" ] || fail "pulse demo printed no 'http: http://ADDR' line within 20 s"
+[ -n "$ADDR" ] || fail "pulse demo printed no 'demo: ..., http://ADDR' line within 20 s"
 DEMO_T0=$(date +%s)
 info "pulse demo serving on $ADDR"
 
@@ -556,7 +586,7 @@ wait "$DEMO_PID"
 rc=$?
 set -e
 [ "$rc" = 0 ] || { tail -5 "$WORK/demo.err" >&2; fail "pulse demo exited $rc"; }
-grep -q '^summary: customers per stage' "$WORK/demo.out" || fail "pulse demo printed no summary"
-ok "pulse demo stopped cleanly: $(grep '^summary: alerts' "$WORK/demo.out")"
+grep -q '^summary: customers per stage' "$WORK/demo.err" || fail "pulse demo printed no summary"
+ok "pulse demo stopped cleanly: $(grep '^summary: alerts per type' "$WORK/demo.err")"
 
 printf '\nALL DEPLOY CHECKS PASSED in %ss\n' "$(($(date +%s) - STARTED))"

@@ -322,6 +322,10 @@ pub fn tansu_bin() -> PathBuf {
         .map_or_else(|| repo_root().join(".tools/tansu/tansu"), PathBuf::from)
 }
 
+/// The `[scoring]` before it was fitted (rule_version v2, CDNOW's model parameters), as a
+/// config layer: for tests whose timings were worked out by hand under those rules.
+pub const SCORING_V2: &str = include_str!("../../crates/pulse-core/tests/fixtures/scoring-v2.toml");
+
 /// A service config for a test: the broker, a state dir, a fresh group, quick commits and
 /// ticks, an ephemeral HTTP port; `extra` (TOML) on top.
 pub fn config(broker: &Broker, state_dir: &Path, group: &str, extra: &str) -> Config {

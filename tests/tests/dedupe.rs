@@ -225,10 +225,9 @@ async fn dedupe_window_survives_a_restore_mock() -> anyhow::Result<()> {
         .clone();
     let ck = customer_key(&original.customer_id);
     assert!(
-        window_a
-            .values()
-            .flatten()
-            .any(|(k, _, c)| *k == event_key(&original.event_id) && *c == ck),
+        window_a.values().flatten().any(|(k, _, c)| *k
+            == event_key(&original.customer_id, &original.event_id)
+            && *c == ck),
         "the re-sent event is in A's window"
     );
     let (_, m) = http_get(b.http_addr, "/metrics")?;

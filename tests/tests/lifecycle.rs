@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use pulse_e2e::{
     config, consume_all, consume_until, day, http_get, produce, producer, weekly_buyer_and_driver,
-    Broker,
+    Broker, SCORING_V2,
 };
 
 async fn weekly_buyer_goes_silent(broker: Broker) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let cfg = config(&broker, dir.path(), "lifecycle", "");
+    let cfg = config(&broker, dir.path(), "lifecycle", SCORING_V2);
     broker.create_all(&cfg, 2).await?;
     let running = pulse::start(cfg.clone()).await?;
     let p = producer(&broker.bootstrap());
@@ -64,7 +64,7 @@ async fn weekly_buyer_goes_silent(broker: Broker) -> anyhow::Result<()> {
         })
         .collect();
     let at = |d: i64| pulse_codec::time::format_rfc3339(day(d));
-    // Default rules (rule_version v2), MBG/NBD with CDNOW parameters: x = 5 repeat purchase
+    // The v2 rules (SCORING_V2), MBG/NBD with CDNOW parameters: x = 5 repeat purchase
     // days, t_x = 5 weeks. Risk = p_dead for a customer with orders only.
     // - day 30: the `new` window ends; 6 orders and risk 0.15 < 0.3 → loyal;
     // - day 53 + 20,824,981 ms: p_dead reaches 0.3 (18.2 silent days) → no longer loyal;

@@ -26,7 +26,7 @@ use pulse_codec::{decode_input, Encoding, Family};
 use pulse_core::{evaluate, CustomerState, Event, Millis, Partition, ScoringConfig, DAY};
 
 /// The service's default `ingest.max_record_bytes`.
-const MAX_RECORD_BYTES: usize = 1 << 20;
+const MAX_RECORD_BYTES: usize = 983_616;
 
 /// An order placed, with an RFC 3339 time and a decimal-string amount (money parsing).
 const ORDER_JSON: &str = r#"{"event_id":"3f1c2a9e-7b1d-4c55-9a0e-2d6f8b1e4c71","customer_id":"c-004217","occurred_at":"2026-03-01T12:00:00.123Z","type":"order_placed","order_id":"o-88412","amount":"23.50","currency":"EUR","items":[{"sku":"sku-1","quantity":2,"unit_price":"11.75"}],"channel":"web"}"#;

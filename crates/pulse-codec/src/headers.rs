@@ -20,10 +20,16 @@ pub const CE_SUBJECT: &str = "ce_subject";
 /// that caused it (lineage; `replay --verify` matches on it).
 pub const CAUSE: &str = "pulse.cause";
 
-/// Dead-letter records (the value is the original bytes, untouched): why, and where the
-/// record came from.
+/// Dead-letter records (the value is the original bytes, untouched unless [`DLQ_TRUNCATED`]
+/// says otherwise): why, and where the record came from.
 pub const DLQ_REASON: &str = "pulse.dlq.reason";
 pub const DLQ_DETAIL: &str = "pulse.dlq.detail";
 pub const DLQ_TOPIC: &str = "pulse.dlq.source.topic";
 pub const DLQ_PARTITION: &str = "pulse.dlq.source.partition";
 pub const DLQ_OFFSET: &str = "pulse.dlq.source.offset";
+/// `true` on a dead letter whose key or value was cut to what the producer can send; the
+/// original sizes are then in [`DLQ_KEY_BYTES`] and [`DLQ_VALUE_BYTES`], the record itself at
+/// the source coordinates (until the input topic's retention removes it).
+pub const DLQ_TRUNCATED: &str = "pulse.dlq.truncated";
+pub const DLQ_KEY_BYTES: &str = "pulse.dlq.original.key.bytes";
+pub const DLQ_VALUE_BYTES: &str = "pulse.dlq.original.value.bytes";

@@ -43,10 +43,22 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(reason: impl Into<String>, detail: impl Into<String>) -> Self {
+    /// The detail is cut to [`MAX_DETAIL_BYTES`]: a parser's message can quote the offending
+    /// value (serde_json's `invalid type: string "…"`), and the value can be as large as the
+    /// record; the dead letter carries the record itself, so its detail never needs to repeat it.
+    pub fn new(reason: impl Into<String>, detail: impl Into<String>) -> Self {
+        let mut detail = detail.into();
+        if detail.len() > MAX_DETAIL_BYTES {
+            let mut cut = MAX_DETAIL_BYTES - TRUNCATED.len();
+            while !detail.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            detail.truncate(cut);
+            detail.push_str(TRUNCATED);
+        }
         Rejection {
             reason: reason.into(),
-            detail: detail.into(),
+            detail,
         }
     }
     fn missing(field: &str) -> Self {
@@ -63,6 +75,10 @@ impl Rejection {
 
 /// Ids longer than this are refused: they are keys, not documents.
 const MAX_ID_LEN: usize = 256;
+/// The longest [`Rejection::detail`], in bytes (UTF-8, cut at a character boundary).
+pub const MAX_DETAIL_BYTES: usize = 512;
+/// What ends a detail that was cut.
+const TRUNCATED: &str = "… (truncated)";
 /// Event times start at the Unix epoch (1970-01-01T00:00:00Z): any past a retailer can
 /// backfill, and nothing negative (a sign or unit mistake; state and the partition clock are
 /// non-negative milliseconds).
@@ -111,7 +127,7 @@ struct Fields<'a> {
     amount: Option<Amount<'a>>,
     #[serde(borrow)]
     currency: Option<Cow<'a, str>>,
-    items: Option<Vec<Item>>,
+    items: Option<Vec<ObjectOnly<Item>>>,
     #[serde(borrow)]
     channel: Option<Cow<'a, str>>,
     #[serde(borrow)]
@@ -123,6 +139,26 @@ struct Fields<'a> {
     /// Feedback text: scored into `sentiment` when that is absent, then dropped.
     #[serde(borrow)]
     text: Option<Cow<'a, str>>,
+}
+
+/// Decodes and validates one input record as a Kafka consumer hands it over: `None` is a
+/// record whose value is null, a tombstone. Input topics carry events, and a tombstone carries
+/// none (no id, no time, no customer in its value): it is refused as `tombstone`, never
+/// skipped, so the dead letter keeps its key and coordinates for whoever sent it (often a
+/// producer that meant to delete a customer: that is a `customer_erased` event).
+pub fn decode_record(
+    family: Family,
+    encoding: Encoding,
+    value: Option<&[u8]>,
+    max_bytes: usize,
+) -> Result<Event, Rejection> {
+    match value {
+        Some(bytes) => decode_input(family, encoding, bytes, max_bytes),
+        None => Err(Rejection::new(
+            "tombstone",
+            "the record's value is null (a tombstone): input topics carry events; to erase a customer send a `customer_erased` event",
+        )),
+    }
 }
 
 /// Decodes and validates one input record.
@@ -140,6 +176,7 @@ pub fn decode_input(
     }
     match encoding {
         Encoding::Json => {
+            not_an_object(bytes)?;
             let fields: Fields<'_> = serde_json::from_slice(bytes).map_err(|e| {
                 let class = if e.is_data() { "bad_field" } else { "bad_json" };
                 Rejection::new(class, e.to_string())
@@ -157,6 +194,55 @@ pub fn decode_input(
             };
             validate(family, fields)
         }
+    }
+}
+
+/// An event is a JSON object. serde would also fill a struct from an array, by position
+/// (`["e1","c1",1772366400123,"order_placed",...]` is an order to it): a producer's field
+/// order is no contract, so anything but an object is refused, as `not_an_object` when it is
+/// valid JSON of another kind, else as `bad_json`.
+fn not_an_object(bytes: &[u8]) -> Result<(), Rejection> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'{') {
+        return Ok(());
+    }
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+        return Err(Rejection::new("bad_json", e.to_string()));
+    }
+    let kind = match first {
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        _ => "a number",
+    };
+    Err(Rejection::new(
+        "not_an_object",
+        format!("an input event must be a JSON object, not {kind}"),
+    ))
+}
+
+/// Deserializes `T` from a JSON object only, never from an array by position (see
+/// [`not_an_object`]); for the objects nested in an event (order items).
+#[derive(Debug)]
+struct ObjectOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+            type Value = ObjectOnly<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(ObjectOnly)
+            }
+        }
+        d.deserialize_map(Visitor(std::marker::PhantomData))
     }
 }
 
@@ -183,8 +269,10 @@ fn from_order(e: wire::OrderEvent) -> Fields<'static> {
         items: Some(
             e.items
                 .into_iter()
-                .map(|i| Item {
-                    quantity: Some(i.quantity),
+                .map(|i| {
+                    ObjectOnly(Item {
+                        quantity: Some(i.quantity),
+                    })
                 })
                 .collect(),
         ),
@@ -220,6 +308,11 @@ fn from_support(e: wire::SupportEvent) -> Fields<'static> {
     }
 }
 
+/// An id (event, customer, order): present, at most [`MAX_ID_LEN`] bytes, and free of control
+/// characters. Ids are keys: the customer id is the canonical log's message key, a path
+/// segment of the HTTP API and a field of every log line and alert, where a newline, an
+/// escape sequence or a NUL would forge or corrupt what a reader sees. Such an id is refused
+/// (`bad_field:<field>`), never cleaned, since a cleaned id would merge two customers.
 fn id(value: Option<Cow<'_, str>>, field: &str) -> Result<String, Rejection> {
     match value {
         Some(v) if !v.trim().is_empty() => {
@@ -227,6 +320,14 @@ fn id(value: Option<Cow<'_, str>>, field: &str) -> Result<String, Rejection> {
                 Err(Rejection::new(
                     format!("bad_field:{field}"),
                     format!("`{field}` longer than {MAX_ID_LEN} bytes"),
+                ))
+            } else if let Some((at, c)) = v.char_indices().find(|(_, c)| c.is_control()) {
+                Err(Rejection::new(
+                    format!("bad_field:{field}"),
+                    format!(
+                        "`{field}` contains a control character (U+{:04X} at byte {at})",
+                        u32::from(c)
+                    ),
                 ))
             } else {
                 Ok(v.into_owned())
@@ -324,7 +425,7 @@ fn validate(family: Family, f: Fields<'_>) -> Result<Event, Rejection> {
                     })?;
                 let item_count = f
                     .items
-                    .map(|items| items.iter().map(|i| i.quantity.unwrap_or(1)).sum())
+                    .map(|items| items.iter().map(|i| i.0.quantity.unwrap_or(1)).sum())
                     .unwrap_or(0);
                 Body::Order(Order {
                     kind,
@@ -459,6 +560,161 @@ mod tests {
         }
         let big = decode_input(Family::Orders, Encoding::Json, &[b' '; 100], 10).unwrap_err();
         assert_eq!(big.reason, "too_large");
+    }
+
+    const ORDER: &str = r#"{"event_id":"e1","customer_id":"c1","occurred_at":1772366400123,"type":"order_placed","order_id":"o1","amount":"23.50","currency":"EUR"}"#;
+
+    #[test]
+    fn ids_with_control_characters_are_refused_naming_the_field() {
+        assert!(json(Family::Orders, ORDER).is_ok());
+        for (field, bad, code) in [
+            ("customer_id", r"c1\u0000", "U+0000"),
+            ("customer_id", r"c1\nc2", "U+000A"),
+            ("customer_id", r"\u001b[31mc1", "U+001B"),
+            ("customer_id", r"c\u007f", "U+007F"),
+            ("customer_id", r"c\u0085", "U+0085"),
+            ("event_id", r"e\t1", "U+0009"),
+            ("order_id", r"o\r1", "U+000D"),
+        ] {
+            let good = match field {
+                "customer_id" => "c1",
+                "event_id" => "e1",
+                _ => "o1",
+            };
+            let input = ORDER.replace(
+                &format!(r#""{field}":"{good}""#),
+                &format!(r#""{field}":"{bad}""#),
+            );
+            assert_ne!(input, ORDER);
+            let err = json(Family::Orders, &input).unwrap_err();
+            assert_eq!(err.reason, format!("bad_field:{field}"), "{input}");
+            assert!(
+                err.detail.contains("control character") && err.detail.contains(code),
+                "{}",
+                err.detail
+            );
+        }
+        // Protobuf goes through the same check.
+        let proto = wire::ClickstreamEvent {
+            event_id: "e".into(),
+            customer_id: "c\u{7}1".into(),
+            occurred_at: Some(wire::Timestamp {
+                value: Some(wire::timestamp::Value::EpochMs(1_772_366_400_123)),
+            }),
+            r#type: "page_view".into(),
+            ..Default::default()
+        };
+        let err = decode_input(
+            Family::Clickstream,
+            Encoding::Protobuf,
+            &proto.encode_to_vec(),
+            1 << 20,
+        )
+        .unwrap_err();
+        assert_eq!(err.reason, "bad_field:customer_id");
+        // Whitespace and non-ASCII letters inside an id are not control characters.
+        let spaced = ORDER.replace(r#""customer_id":"c1""#, r#""customer_id":"Zoë Smith""#);
+        assert_eq!(
+            json(Family::Orders, &spaced).unwrap().customer_id,
+            "Zoë Smith"
+        );
+    }
+
+    #[test]
+    fn only_a_json_object_is_an_event() {
+        // The fields of ORDER in the order `Fields` declares them: serde alone takes this
+        // array as an order, by position.
+        let positional = r#"["e1","c1",1772366400123,"order_placed","o1","23.50","EUR",null,null,null,null,null,null,null]"#;
+        let err = json(Family::Orders, positional).unwrap_err();
+        assert_eq!(
+            (err.reason.as_str(), err.detail.as_str()),
+            (
+                "not_an_object",
+                "an input event must be a JSON object, not an array"
+            )
+        );
+        for (input, kind) in [
+            (r#" "e1""#, "a string"),
+            ("42", "a number"),
+            ("null", "null"),
+            ("true", "a boolean"),
+        ] {
+            let err = json(Family::Orders, input).unwrap_err();
+            assert_eq!(err.reason, "not_an_object", "{input}");
+            assert!(err.detail.ends_with(kind), "{input}: {}", err.detail);
+        }
+        // Not JSON at all stays bad_json, an empty value included.
+        for input in ["[1,", "", "   ", "nul"] {
+            assert_eq!(
+                json(Family::Orders, input).unwrap_err().reason,
+                "bad_json",
+                "{input:?}"
+            );
+        }
+        // Items are objects too: `[[2]]` is not an item of quantity 2.
+        let items = |items: &str| {
+            ORDER.replace(
+                r#""currency":"EUR""#,
+                &format!(r#""currency":"EUR","items":{items}"#),
+            )
+        };
+        let Body::Order(o) = json(Family::Orders, &items(r#"[{"sku":"s","quantity":2}]"#))
+            .unwrap()
+            .body
+        else {
+            panic!()
+        };
+        assert_eq!(o.item_count, 2);
+        let err = json(Family::Orders, &items("[[2]]")).unwrap_err();
+        assert_eq!(err.reason, "bad_field");
+        assert!(err.detail.contains("expected an object"), "{}", err.detail);
+    }
+
+    #[test]
+    fn a_tombstone_is_refused_as_such() {
+        let err = decode_record(Family::Orders, Encoding::Json, None, 1 << 20).unwrap_err();
+        assert_eq!(err.reason, "tombstone");
+        assert!(err.detail.contains("customer_erased"), "{}", err.detail);
+        // An empty value is a value: not JSON.
+        let err = decode_record(Family::Orders, Encoding::Json, Some(b""), 1 << 20).unwrap_err();
+        assert_eq!(err.reason, "bad_json");
+        assert_eq!(
+            decode_record(
+                Family::Orders,
+                Encoding::Json,
+                Some(ORDER.as_bytes()),
+                1 << 20
+            ),
+            json(Family::Orders, ORDER)
+        );
+    }
+
+    #[test]
+    fn a_detail_never_repeats_a_large_value() {
+        // serde_json quotes the offending string in its message: 600 kB of it here.
+        let huge = "x".repeat(600_000);
+        let input = format!(
+            r#"{{"event_id":"e","customer_id":"c","occurred_at":1772366400123,"type":"csat_submitted","score":"{huge}"}}"#
+        );
+        let err = json(Family::Support, &input).unwrap_err();
+        assert_eq!(err.reason, "bad_field");
+        assert!(
+            err.detail.starts_with("invalid type: string"),
+            "{}",
+            &err.detail[..40]
+        );
+        assert!(
+            err.detail.len() <= MAX_DETAIL_BYTES,
+            "{} bytes",
+            err.detail.len()
+        );
+        assert!(err.detail.ends_with("… (truncated)"));
+        // Cut at a character boundary: multi-byte characters are never split.
+        let wide = Rejection::new("r", "é".repeat(1_000));
+        assert!(wide.detail.len() <= MAX_DETAIL_BYTES);
+        assert!(wide.detail.starts_with("éé") && wide.detail.ends_with("… (truncated)"));
+        // A short detail is kept as it is.
+        assert_eq!(Rejection::new("r", "short").detail, "short");
     }
 
     fn click_at(occurred_at: &str) -> Result<Event, Rejection> {

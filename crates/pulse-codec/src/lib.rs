@@ -28,7 +28,7 @@ pub use changelog::{
     Changelog, CHANGELOG_SCHEMA_VERSION, CHECKPOINT_KEY, DEDUPE_KEY_PREFIX,
 };
 pub use erasure::{decode_erasure, encode_erasure, erasure_confirmation, erasure_headers};
-pub use input::{check_not_future, decode_input, Family, Rejection};
+pub use input::{check_not_future, decode_input, decode_record, Family, Rejection};
 
 /// How a topic's values are encoded. JSON is the default everywhere.
 #[derive(

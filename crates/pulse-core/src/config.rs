@@ -67,20 +67,20 @@ pub struct ScoringConfig {
 impl Default for ScoringConfig {
     fn default() -> Self {
         ScoringConfig {
-            rule_version: "v2".into(),
+            rule_version: "v3".into(),
             new_customer_days: 30,
             reactivated_days: 30,
             loyal_min_orders: 3,
             loyal_max_risk: 0.3,
-            at_risk_risk: 0.5,
-            at_risk_gap_multiple: 2.0,
-            at_risk_gap_min_days: 30,
+            at_risk_risk: 0.65,
+            at_risk_gap_multiple: 4.0,
+            at_risk_gap_min_days: 60,
             at_risk_exit_risk: 0.4,
             churned_risk: 0.85,
             churned_days: 365,
-            recency_cuts_days: [14, 30, 60, 120],
-            frequency_cuts: [2, 3, 5, 10],
-            monetary_cuts_minor: [5_000, 15_000, 40_000, 100_000],
+            recency_cuts_days: [38, 127, 225, 285],
+            frequency_cuts: [2, 4, 6, 10],
+            monetary_cuts_minor: [4_401, 10_046, 18_979, 38_078],
             segment_min_dwell_days: 7,
             model: ModelConfig::default(),
             gamma_gamma: GammaGamma::default(),
@@ -134,9 +134,9 @@ impl TimeUnit {
     }
 }
 
-/// Transaction-model choice and parameters. The defaults are published fits to the CDNOW
-/// sample (2,357 customers, 78 weeks), in weeks: a sane prior for a retailer until
-/// `pulse fit` (future work) derives them from the shop's own history.
+/// Transaction-model choice and parameters. The defaults are `pulse fit` on a year of the
+/// simulator's history, in weeks (pulse.default.toml gives the commands): a prior until
+/// `pulse fit` derives them from the shop's own history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
@@ -153,40 +153,38 @@ impl Default for ModelConfig {
         ModelConfig {
             kind: ModelKind::MbgNbd,
             time_unit: TimeUnit::Week,
-            // BTYDplus `mbgcnbd` fit to CDNOW (as quoted by the `lifetimes` test-suite).
+            // `pulse fit` on the simulator's year: pulse.default.toml says how.
             mbg_nbd: MbgNbd {
-                r: 0.525,
-                alpha: 6.183,
-                a: 0.891,
-                b: 1.614,
+                r: 0.8466,
+                alpha: 2.7211,
+                a: 1.0796,
+                b: 6.2983,
             },
-            // Fader, Hardie & Lee (2005), CDNOW.
             bg_nbd: BgNbd {
-                r: 0.2425982,
-                alpha: 4.4136842,
-                a: 0.7929899,
-                b: 2.4261667,
+                r: 0.5171,
+                alpha: 1.9217,
+                a: 1.0709,
+                b: 7.4969,
             },
-            // Fader & Hardie's Pareto/NBD CDNOW fit.
             pareto_nbd: ParetoNbd {
-                r: 0.5533,
-                alpha: 10.5776,
-                s: 0.6061,
-                beta: 11.6689,
+                r: 0.8884,
+                alpha: 3.7289,
+                s: 1.4201,
+                beta: 38.7299,
             },
         }
     }
 }
 
 /// The Gamma-Gamma spend model's default, which a `[scoring.gamma_gamma]` table overrides
-/// field by field. Amounts are minor units of the customer's currency, so `v` is too: CDNOW's
-/// fit (p = 6.25, q = 3.74, v = 15.44 dollars) in cents.
+/// field by field. Amounts are minor units of the customer's currency, so `v` is too: the fit
+/// on the simulator's year (pulse.default.toml says how).
 impl Default for GammaGamma {
     fn default() -> Self {
         GammaGamma {
-            p: 6.25,
-            q: 3.74,
-            v: 1544.0,
+            p: 1.4438,
+            q: 138.88,
+            v: 400_093.0,
         }
     }
 }
@@ -222,8 +220,8 @@ pub struct ValueTierConfig {
 impl Default for ValueTierConfig {
     fn default() -> Self {
         ValueTierConfig {
-            mid_from_minor: 5_000.0,
-            high_from_minor: 20_000.0,
+            mid_from_minor: 2_205.0,
+            high_from_minor: 15_076.0,
         }
     }
 }
@@ -635,7 +633,7 @@ mod tests {
         cfg.scorecard.risk.nps = f64::NAN;
         assert_eq!(cfg.validate().unwrap_err().key, "scorecard.risk.nps");
         let cfg = ScoringConfig {
-            at_risk_exit_risk: 0.6,
+            at_risk_exit_risk: 0.7,
             ..ScoringConfig::default()
         };
         assert_eq!(cfg.validate().unwrap_err().key, "at_risk_exit_risk");

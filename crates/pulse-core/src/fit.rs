@@ -23,7 +23,11 @@
 //!   to the natural parameters by the delta method: `se(θ) = θ · se(ln θ)`).
 //! * RFM cut points are nearest-rank quintiles (the value at rank `⌈p n⌉`) at `p` = 0.2, 0.4,
 //!   0.6, 0.8 of the customers with an order, made strictly ascending (each cut at least one
-//!   above the previous one) because the engine's scores need 4 distinct cuts.
+//!   above the previous one) because the engine's scores need 4 distinct cuts. A customer at
+//!   a quintile belongs to the group below it: recency scores 5 at or below its first cut, so
+//!   its cuts are the quintiles; frequency and monetary score 1 *below* their first cut, so
+//!   theirs are the quintiles plus one (with the quintiles themselves, where most customers
+//!   ordered once the 20 % quintile is 1 and frequency score 1 would go to nobody).
 //! * Value tiers: every customer's CLV at `T` by the engine's own CLV code under the fitted
 //!   parameters (the best model by BIC); `high_from` is the CLV above which the top
 //!   `high_share` of customers lie, `mid_from` the one above which the top
@@ -987,15 +991,22 @@ fn nearest_rank<T: Copy>(sorted: &[T], p: f64) -> T {
     sorted[rank - 1]
 }
 
-/// Quintile cut points, each at least `step` above the previous.
+/// Quintile cut points, each at least `step` above the previous. `rising`: the score rises
+/// with the value and a value at a cut already scores above it (frequency, monetary), so the
+/// cuts are the quintiles + `step`; otherwise a value at a cut scores with the group below
+/// the cut (recency), so the cuts are the quintiles.
 fn quintile_cuts<T: Copy + PartialOrd + std::ops::Add<Output = T>>(
     mut values: Vec<T>,
     step: T,
+    rising: bool,
 ) -> [T; 4] {
     values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let mut cuts = [values[0]; 4];
     for (i, cut) in cuts.iter_mut().enumerate() {
         *cut = nearest_rank(&values, (i + 1) as f64 / 5.0);
+        if rising {
+            *cut = *cut + step;
+        }
     }
     for i in 1..4 {
         if cuts[i].partial_cmp(&cuts[i - 1]) != Some(std::cmp::Ordering::Greater) {
@@ -1043,9 +1054,11 @@ pub fn fit_all(summaries: &[Summary], opts: &FitOptions) -> Result<FitReport, Fi
     .min_by(|a, b| a.1.bic.total_cmp(&b.1.bic))
     .map_or(ModelKind::MbgNbd, |(k, _)| k);
 
-    let recency_cuts_days = quintile_cuts(summaries.iter().map(|s| s.silence_days).collect(), 1);
-    let frequency_cuts = quintile_cuts(summaries.iter().map(|s| s.orders).collect(), 1);
-    let monetary_cuts_minor = quintile_cuts(summaries.iter().map(|s| s.net_minor).collect(), 1);
+    let silences = summaries.iter().map(|s| s.silence_days).collect();
+    let recency_cuts_days = quintile_cuts(silences, 1, false);
+    let frequency_cuts = quintile_cuts(summaries.iter().map(|s| s.orders).collect(), 1, true);
+    let spends = summaries.iter().map(|s| s.net_minor).collect();
+    let monetary_cuts_minor = quintile_cuts(spends, 1, true);
 
     let mut report = FitReport {
         customers: summaries.len() as u64,
@@ -1118,11 +1131,16 @@ mod tests {
     }
 
     #[test]
-    fn quintile_cuts_are_nearest_rank_and_strictly_ascending() {
+    fn quintile_cuts_put_a_customer_at_a_quintile_in_the_group_below_it() {
         let values: Vec<i64> = (1..=10).collect();
-        assert_eq!(quintile_cuts(values, 1), [2, 4, 6, 8]);
-        // Mostly one-order customers: ties pushed up one by one
+        // Recency (5 at or below the first cut): 1, 2 score 5 ... 9, 10 score 1
+        assert_eq!(quintile_cuts(values.clone(), 1, false), [2, 4, 6, 8]);
+        // Frequency (1 below the first cut): 1, 2 score 1 ... 9, 10 score 5
+        assert_eq!(quintile_cuts(values, 1, true), [3, 5, 7, 9]);
+        // Mostly one-order customers: ties pushed up one by one, and the one-order customers
+        // score 1 (with a cut of 1, nobody would)
         let orders: Vec<u32> = [1; 70].into_iter().chain([2; 20]).chain([5; 10]).collect();
-        assert_eq!(quintile_cuts(orders, 1), [1, 2, 3, 4]);
+        assert_eq!(quintile_cuts(orders.clone(), 1, false), [1, 2, 3, 4]);
+        assert_eq!(quintile_cuts(orders, 1, true), [2, 3, 4, 5]);
     }
 }

@@ -52,9 +52,17 @@ pub fn customer_key_hex(customer_id: &str) -> String {
     format!("{:032x}", customer_key(customer_id))
 }
 
-/// The dedupe key of an event id.
-pub fn event_key(event_id: &str) -> u128 {
-    StableHasher::default().field(event_id.as_bytes()).finish()
+/// The dedupe key of an event: its id among its customer's events. Producers number events
+/// per source system, so two customers' events may share an id (an order and an NPS answer
+/// both `1001`); with the customer in the key one is never dropped as the other's duplicate.
+/// (Until issue 16 the key was the event id alone: entries of that form left in a store or a
+/// changelog match no new key and leave the window as its clock passes them.)
+pub fn event_key(customer_id: &str, event_id: &str) -> u128 {
+    StableHasher::default()
+        .field(b"event")
+        .field(customer_id.as_bytes())
+        .field(event_id.as_bytes())
+        .finish()
 }
 
 #[cfg(test)]
@@ -64,10 +72,7 @@ mod tests {
     #[test]
     fn hash_is_stable_across_releases() {
         // Pinned value: changing the hash changes every alert id consumers have stored.
-        assert_eq!(
-            format!("{:032x}", event_key("e-1")),
-            format!("{:032x}", event_key("e-1"))
-        );
+        assert_eq!(event_key("c-1", "e-1"), event_key("c-1", "e-1"));
         assert_eq!(
             format!("{:032x}", StableHasher::default().finish()),
             "6c62272e07bb014262b821756295c58d"
@@ -76,5 +81,16 @@ mod tests {
             StableHasher::default().field(b"ab").field(b"c").finish(),
             StableHasher::default().field(b"a").field(b"bc").finish()
         );
+    }
+
+    #[test]
+    fn event_keys_are_per_customer() {
+        // Issue 16: customer B's NPS answer `1001` is not a duplicate of customer A's order `1001`.
+        assert_ne!(event_key("cust-a", "1001"), event_key("cust-b", "1001"));
+        assert_ne!(event_key("cust-a", "1001"), event_key("cust-a", "1002"));
+        // The fields stay apart: ("c1", "0") is not ("c", "10").
+        assert_ne!(event_key("c1", "0"), event_key("c", "10"));
+        // Not the customer key of anyone: the two hashes live in different domains.
+        assert_ne!(event_key("c", ""), customer_key("c"));
     }
 }

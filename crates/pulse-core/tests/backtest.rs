@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{day, Customer};
+use common::{day, rules, Customer};
 use pulse_core::backtest::forecast;
 use pulse_core::config::ModelKind;
 use pulse_core::engine::evolve;
@@ -15,7 +15,7 @@ use pulse_core::{evaluate, AlertKind, Body, CustomerState, Event, Millis, Scorin
 
 /// lifetimes 0.11.3's `conditional_expected_number_of_purchases_up_to_time` at t = 1, 13 and
 /// 39 weeks for purchase days `days` (day 0 the first) and a split on day `split`, with the
-/// default `[scoring.model]` parameters. Made by
+/// CDNOW `[scoring.model]` parameters of `common::rules()`. Made by
 /// `crates/pulse-core/tests/lifetimes/conditional_expectations.py` (its docstring has the
 /// command); pasted from its output.
 #[rustfmt::skip]
@@ -41,7 +41,7 @@ const LIFETIMES: &[(&str, &[i64], i64, [f64; 3])] = &[
 fn backtest_expected_holdout_purchases_agree_with_lifetimes() {
     let horizons = [7 * DAY, 13 * 7 * DAY, 39 * 7 * DAY];
     for (model, days, split, want) in LIFETIMES {
-        let mut cfg = ScoringConfig::default();
+        let mut cfg = rules();
         cfg.model.kind = match *model {
             "bg_nbd" => ModelKind::BgNbd,
             "mbg_nbd" => ModelKind::MbgNbd,
@@ -127,7 +127,7 @@ fn raising_the_at_risk_threshold_moves_exactly_the_customers_between_the_thresho
     // and no silence reaches churned_days.
     let live = ScoringConfig {
         at_risk_gap_multiple: 1_000.0,
-        ..ScoringConfig::default()
+        ..rules()
     };
     let mut candidate = live.clone();
     candidate.at_risk_risk = 0.7;

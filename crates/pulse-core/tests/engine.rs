@@ -104,7 +104,7 @@ fn given_a_one_time_buyer_under_mbg_when_silent_then_at_risk_by_p_dead() {
         .find(|(_, to, _)| *to == "at_risk")
         .expect("at_risk");
     // MBG/NBD at x = 0: odds = a/b ((α+T)/α)^r reaches 1 at T = α((b/a)^(1/r) − 1) weeks.
-    let p = ScoringConfig::default().model.mbg_nbd;
+    let p = rules().model.mbg_nbd;
     let weeks = p.alpha * ((p.b / p.a).powf(1.0 / p.r) - 1.0);
     let expected = T0 + (weeks * 7.0 * DAY as f64).ceil() as i64;
     assert!((at - expected).abs() <= 1, "{at} vs {expected}");
@@ -119,7 +119,7 @@ fn given_a_one_time_buyer_under_mbg_when_silent_then_at_risk_by_p_dead() {
 
 #[test]
 fn given_bg_nbd_when_a_one_time_buyer_is_silent_then_p_dead_stays_zero_and_silence_churns() {
-    let mut cfg = ScoringConfig::default();
+    let mut cfg = rules();
     cfg.model.kind = ModelKind::BgNbd;
     let mut c = Customer::with(cfg);
     c.order(day(0.0), 2500);
@@ -139,7 +139,7 @@ fn given_bg_nbd_when_a_one_time_buyer_is_silent_then_p_dead_stays_zero_and_silen
 
 #[test]
 fn given_pareto_nbd_when_silent_then_the_bisected_timers_are_exact() {
-    let mut cfg = ScoringConfig::default();
+    let mut cfg = rules();
     cfg.model.kind = ModelKind::ParetoNbd;
     let mut c = Customer::with(cfg);
     for d in [0.0, 10.0, 20.0, 30.0] {
@@ -169,7 +169,7 @@ fn given_pareto_nbd_when_silent_then_the_bisected_timers_are_exact() {
 #[test]
 fn given_at_risk_when_the_risk_falls_between_exit_and_entry_then_it_stays_at_risk() {
     // Risk = (p_dead + nps) / 2, so an NPS answer moves it at once.
-    let mut cfg = ScoringConfig::default();
+    let mut cfg = rules();
     cfg.scorecard.risk = only(&[("p_dead", 1.0), ("nps", 1.0)]);
     let mut c = Customer::with(cfg);
     c.order(day(0.0), 2500);
@@ -253,7 +253,7 @@ fn given_a_daily_buyer_when_silent_for_a_few_days_then_not_at_risk_before_the_fl
     let cfg = ScoringConfig {
         at_risk_risk: 0.95,
         churned_risk: 0.99,
-        ..ScoringConfig::default()
+        ..rules()
     };
     let mut c = Customer::with(cfg);
     for d in 0..5 {
@@ -378,10 +378,10 @@ fn given_orders_then_the_btyd_conventions_hold() {
     let at = day(49.0);
     let e = c.eval(at);
     // x = 2, t_x = 4 weeks, T = 7 weeks.
-    let m = ScoringConfig::default().model.mbg_nbd;
+    let m = rules().model.mbg_nbd;
     assert_eq!(e.p_alive, Some(m.p_alive(2.0, 4.0, 7.0)));
     // Gamma-Gamma averages the repeat purchases only: (2000 + 4000) / 2.
-    let gg = ScoringConfig::default().gamma_gamma;
+    let gg = rules().gamma_gamma;
     let clv = e.clv.expect("clv");
     assert_eq!(
         clv.expected_spend_minor,
@@ -406,7 +406,7 @@ fn given_customers_of_different_value_then_value_tiers_follow_the_cut_points() {
     let big = weekly_buyer();
     assert_eq!(tier(&big, day(36.0)), Some(ValueTier::High));
     let clv = big.eval(day(36.0)).clv.unwrap().clv_minor;
-    let mut cfg = ScoringConfig::default();
+    let mut cfg = rules();
     cfg.value_tier.mid_from_minor = clv - 1.0;
     cfg.value_tier.high_from_minor = clv + 1.0;
     assert_eq!(
@@ -431,7 +431,7 @@ fn given_the_published_bg_nbd_example_then_the_engine_model_agrees() {
     };
     let p = bg.p_alive(26.0, 30.857, 31.0);
     assert!(((p - 0.9688523) / 0.9688523).abs() < 1e-5, "{p}");
-    assert_eq!(ScoringConfig::default().model.bg_nbd, bg);
+    assert_eq!(rules().model.bg_nbd, bg);
 }
 
 // ----- engagement ---------------------------------------------------------------------------
@@ -494,7 +494,7 @@ fn given_an_add_to_cart_when_an_order_follows_within_the_window_then_converted()
 #[test]
 fn given_a_late_add_to_cart_window_when_the_next_event_is_after_it_then_abandoned_without_a_timer()
 {
-    let mut cfg = ScoringConfig::default();
+    let mut cfg = rules();
     cfg.scorecard.risk = only(&[("cart_abandonment", 1.0)]);
     let mut state = pulse_core::CustomerState::default();
     let click = |t, kind| pulse_core::Event {

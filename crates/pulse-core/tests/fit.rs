@@ -184,8 +184,10 @@ fn check_cuts_and_tiers(report: &FitReport, s: &[Summary]) {
     assert!(share(&|x| x.silence_days < r[0]) < 0.2);
     assert!(share(&|x| x.silence_days <= r[3]) >= 0.8);
     assert!(r.windows(2).all(|w| w[0] < w[1]), "{r:?}");
-    let m = report.monetary_cuts_minor;
-    assert!(share(&|x| x.net_minor <= m[1]) >= 0.4 && share(&|x| x.net_minor < m[1]) < 0.4);
+    // Monetary scores 1 below its first cut: the cut is one above the quintile, so the
+    // customers at the 40 % quintile score 2, with those below them
+    let q = report.monetary_cuts_minor[1] - 1;
+    assert!(share(&|x| x.net_minor <= q) >= 0.4 && share(&|x| x.net_minor < q) < 0.4);
     assert!(report.frequency_cuts.windows(2).all(|w| w[0] < w[1]));
     // The fitted config is valid, and the engine puts the shares asked for in each tier
     let base = ScoringConfig::default();

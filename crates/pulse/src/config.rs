@@ -1,6 +1,11 @@
 //! Configuration: the default TOML (the one place defaults live), the user's file on top, then
 //! `PULSE__SECTION__KEY` environment overrides; deserialized strictly (unknown keys refused) and
 //! validated without I/O. Every error names the offending key.
+//!
+//! It also resolves secrets: `token_env` for HTTP tokens, and `<property>_env` / `<property>_file`
+//! for any librdkafka property, so no secret has to be written in the file. A secret's value never
+//! reaches an error message or a log line: errors about values that came from the environment or
+//! from `[kafka.properties]` say what was expected, never what was given, and `Debug` redacts.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,12 +29,27 @@ pub struct Config {
     pub scoring: ScoringConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     pub bootstrap_servers: String,
     pub group_id: String,
+    /// librdkafka properties, passed through. After loading, `<name>_env` and `<name>_file`
+    /// entries have been replaced by `<name>` holding the value they point at.
     pub properties: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    /// Property values are redacted: any of them may be a secret (`sasl.password`,
+    /// `sasl.jaas.config`, `ssl.key.pem`, `sasl.oauthbearer.client.secret`, ...).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&String> = self.properties.keys().collect();
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("properties (values redacted)", &names)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +196,26 @@ pub const SCOPES: [&str; 2] = ["customers:read", "stats:read"];
 /// Shorter secrets are refused: a bearer token must not be guessable.
 pub const MIN_TOKEN_LEN: usize = 16;
 
+/// librdkafka's default `message.max.bytes`: the largest record (key, value, headers and
+/// framing) its producer accepts; a larger one fails with `MessageSizeTooLarge`.
+pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+/// Room kept under `message.max.bytes` for a produced record's headers and framing (a dead
+/// letter's are at most about 2 kB): the key and value of every record ingest produces fit
+/// in `message.max.bytes - RECORD_HEADROOM` bytes together, and so does an input record of
+/// `ingest.max_record_bytes`.
+pub const RECORD_HEADROOM: usize = 16_384;
+
+impl KafkaConfig {
+    /// The producer's `message.max.bytes`: the pass-through property if set (validated), else
+    /// librdkafka's default.
+    pub fn message_max_bytes(&self) -> usize {
+        self.properties
+            .get("message.max.bytes")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}")]
@@ -188,6 +228,13 @@ pub enum ConfigError {
     Syntax { origin: String, message: String },
     #[error("config key `{key}`: {reason}")]
     Invalid { key: String, reason: String },
+    #[error("cannot read the file `{path}` named by config key `{key}`")]
+    SecretFile {
+        key: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ConfigError {
@@ -210,10 +257,64 @@ impl Config {
             })?;
             merge(&mut value, parse(&text, &path.display().to_string())?);
         }
-        apply_env(&mut value, std::env::vars())?;
-        let mut config = Config::from_value(value)?;
+        let from_env = apply_env(&mut value, std::env::vars())?;
+        let mut config = Config::from_value_env(value, &from_env)?;
         config.resolve_secrets(|k| std::env::var(k).ok())?;
+        config.resolve_kafka_secrets(|k| std::env::var(k).ok(), |p| std::fs::read_to_string(p))?;
         Ok(config)
+    }
+
+    /// Replaces each `[kafka.properties]` entry `<name>_env = "VAR"` by `<name>` = the value of
+    /// the environment variable `VAR`, and `<name>_file = "/path"` by `<name>` = the file's
+    /// content (one trailing newline removed, as `kubectl create secret --from-file` and editors
+    /// leave one). Setting a property both directly and indirectly, a variable that is not set
+    /// or a file that cannot be read is refused naming the key, never the value. Then every
+    /// property is checked against librdkafka, so a misspelt name (say, from an environment
+    /// variable `PULSE__KAFKA__PROPERTIES__SASL_PASWORD`) or a refused value (a TLS key in a
+    /// build without TLS) is refused here, naming it, instead of by librdkafka later with the
+    /// value in its message.
+    pub fn resolve_kafka_secrets(
+        &mut self,
+        env: impl Fn(&str) -> Option<String>,
+        read: impl Fn(&Path) -> std::io::Result<String>,
+    ) -> Result<(), ConfigError> {
+        let props = std::mem::take(&mut self.kafka.properties);
+        let mut resolved = BTreeMap::new();
+        for (name, value) in props {
+            let key = format!("kafka.properties.\"{name}\"");
+            let (target, secret) = if let Some(target) = name.strip_suffix("_env") {
+                let secret = env(&value).ok_or_else(|| {
+                    ConfigError::invalid(&key, format!("environment variable `{value}` is not set"))
+                })?;
+                (target.to_string(), secret)
+            } else if let Some(target) = name.strip_suffix("_file") {
+                let path = PathBuf::from(&value);
+                let mut secret = read(&path).map_err(|source| ConfigError::SecretFile {
+                    key: key.clone(),
+                    path,
+                    source,
+                })?;
+                if secret.ends_with('\n') {
+                    secret.pop();
+                    if secret.ends_with('\r') {
+                        secret.pop();
+                    }
+                }
+                (target.to_string(), secret)
+            } else {
+                (name, value)
+            };
+            if resolved.insert(target.clone(), secret).is_some() {
+                return Err(ConfigError::invalid(
+                    format!("kafka.properties.\"{target}\""),
+                    format!("is set more than once (directly, `{target}_env` or `{target}_file`)"),
+                ));
+            }
+        }
+        self.kafka.properties = resolved;
+        crate::kafka::check_properties(&self.kafka.properties).map_err(|(name, reason)| {
+            ConfigError::invalid(format!("kafka.properties.\"{name}\""), reason)
+        })
     }
 
     /// Reads every `http.auth.tokens[i].token_env` through `env` into `token`; a missing or
@@ -255,13 +356,22 @@ impl Config {
     }
 
     fn from_value(value: toml::Table) -> Result<Config, ConfigError> {
+        Config::from_value_env(value, &[])
+    }
+
+    /// `from_env`: what [`apply_env`] set, so that errors about those values leave them out.
+    fn from_value_env(
+        value: toml::Table,
+        from_env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
         let config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
                 let key = e.path().to_string();
-                ConfigError::invalid(
+                let e = ConfigError::invalid(
                     if key == "." { "(root)".into() } else { key },
                     e.into_inner().message().to_string(),
-                )
+                );
+                redact_env(e, from_env)
             })?;
         config.validate()?;
         Ok(config)
@@ -347,6 +457,32 @@ impl Config {
                     "is set by pulse itself; use the kafka section's own keys",
                 ));
             }
+        }
+        if let Some(v) = self.kafka.properties.get("message.max.bytes") {
+            // librdkafka's own range for the property.
+            if !v
+                .trim()
+                .parse::<usize>()
+                .is_ok_and(|n| (1_000..=1_000_000_000).contains(&n))
+            {
+                return Err(ConfigError::invalid(
+                    "kafka.properties.\"message.max.bytes\"",
+                    format!("must be a whole number of bytes from 1000 to 1000000000, not {v:?}"),
+                ));
+            }
+        }
+        // An input record ingest accepts must fit in what its producer can send, with the
+        // key and headers (the canonical record or the dead letter carrying it).
+        let max_message = self.kafka.message_max_bytes();
+        if self.ingest.max_record_bytes.saturating_add(RECORD_HEADROOM) > max_message {
+            return Err(ConfigError::invalid(
+                "ingest.max_record_bytes",
+                format!(
+                    "{} is more than the producer's message.max.bytes ({max_message}, kafka.properties) less {RECORD_HEADROOM} bytes for keys and headers: at most {}",
+                    self.ingest.max_record_bytes,
+                    max_message.saturating_sub(RECORD_HEADROOM)
+                ),
+            ));
         }
         let names = self.topics.named();
         for (i, (key, name)) in names.iter().enumerate() {
@@ -462,24 +598,43 @@ fn merge(base: &mut toml::Table, top: toml::Table) {
 }
 
 /// `PULSE__FOLD__STATE_DIR=/x` sets `fold.state_dir`. Values parse as TOML when they can
-/// (numbers, booleans, arrays) and are strings otherwise.
+/// (numbers, booleans, arrays) and are strings otherwise. Under `PULSE__KAFKA__PROPERTIES__`
+/// the rest is a librdkafka property name with `_` for `.` (`..._SASL_PASSWORD` sets
+/// `sasl.password`, `..._SASL_PASSWORD_FILE` sets `sasl.password_file`), and the value is
+/// always a string, as librdkafka takes it. Returns what it
+/// set, (config path, variable name), so errors about those values can leave the values out.
 fn apply_env(
     value: &mut toml::Table,
     vars: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut set = Vec::new();
     for (name, raw) in vars {
         let Some(path) = name.strip_prefix("PULSE__") else {
             continue;
         };
-        let keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+        let mut keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();
         if keys.iter().any(String::is_empty) {
             return Err(ConfigError::invalid(name, "malformed environment override"));
         }
-        let parsed = format!("v = {raw}")
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or(toml::Value::String(raw));
+        let property = keys.len() >= 3 && keys[0] == "kafka" && keys[1] == "properties";
+        let parsed = if property {
+            let rest = keys[2..].join("__");
+            // `_ENV` / `_FILE` at the end name the indirection, not a property name part.
+            let (base, suffix) = ["_env", "_file"]
+                .iter()
+                .find_map(|s| rest.strip_suffix(s).map(|b| (b, *s)))
+                .unwrap_or((rest.as_str(), ""));
+            let prop = format!("{}{suffix}", base.replace('_', "."));
+            keys.truncate(2);
+            keys.push(prop);
+            toml::Value::String(raw)
+        } else {
+            format!("v = {raw}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(raw))
+        };
         let mut table = &mut *value;
         for key in &keys[..keys.len() - 1] {
             let entry = table
@@ -490,8 +645,49 @@ fn apply_env(
                 .ok_or_else(|| ConfigError::invalid(&name, format!("`{key}` is not a table")))?;
         }
         table.insert(keys[keys.len() - 1].clone(), parsed);
+        set.push((keys.join("."), name));
     }
-    Ok(())
+    Ok(set)
+}
+
+/// An error about a value that came from the environment (`from_env`: config path, variable)
+/// or from `[kafka.properties]` loses the value: serde's messages quote it (`invalid type:
+/// string "hunter2", expected usize`), and such a value may be a secret set by mistake under
+/// the wrong key. What was expected is kept.
+fn redact_env(e: ConfigError, from_env: &[(String, String)]) -> ConfigError {
+    let ConfigError::Invalid { key, reason } = e else {
+        return e;
+    };
+    let var = from_env
+        .iter()
+        .find(|(path, _)| {
+            key == *path
+                || key.starts_with(&format!("{path}."))
+                || key.starts_with(&format!("{path}["))
+                || path.starts_with(&format!("{key}."))
+                || key == "(root)"
+        })
+        .map(|(_, var)| var);
+    // serde's unknown/missing field messages name fields, never values.
+    if (var.is_none() && !key.starts_with("kafka.properties"))
+        || reason.starts_with("unknown field")
+        || reason.starts_with("missing field")
+    {
+        let reason = match var {
+            Some(var) => format!("{reason} (set by environment variable `{var}`)"),
+            None => reason,
+        };
+        return ConfigError::Invalid { key, reason };
+    }
+    let expected = reason
+        .split_once(", expected ")
+        .map(|(_, exp)| format!("expected {exp}"))
+        .unwrap_or_else(|| "invalid value".to_string());
+    let reason = match var {
+        Some(var) => format!("{expected} (set by environment variable `{var}`; value not shown)"),
+        None => format!("{expected} (value not shown)"),
+    };
+    ConfigError::Invalid { key, reason }
 }
 
 #[cfg(test)]
@@ -518,6 +714,49 @@ mod tests {
             err.contains("scoring") && err.contains("churned_dayz"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_record_limit_fits_the_producers_message_size() {
+        let c = Config::with_overrides("").unwrap();
+        assert_eq!(c.kafka.message_max_bytes(), DEFAULT_MESSAGE_MAX_BYTES);
+        assert_eq!(
+            c.ingest.max_record_bytes,
+            DEFAULT_MESSAGE_MAX_BYTES - RECORD_HEADROOM,
+            "the default input limit is the most the default producer can carry"
+        );
+        // The limit of before issue 16 (1 MiB) is more than librdkafka's producer sends.
+        let err = Config::with_overrides("[ingest]\nmax_record_bytes = 1048576")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ingest.max_record_bytes")
+                && err.contains("message.max.bytes (1000000")
+                && err.contains("at most 983616"),
+            "{err}"
+        );
+        // Raising the producer's limit allows a larger input limit.
+        let c = Config::with_overrides(
+            "[kafka.properties]\n\"message.max.bytes\" = \"4000000\"\n[ingest]\nmax_record_bytes = 3000000",
+        )
+        .unwrap();
+        assert_eq!(c.kafka.message_max_bytes(), 4_000_000);
+        // Lowering it below the input limit is refused, naming the input limit.
+        let err = Config::with_overrides("[kafka.properties]\n\"message.max.bytes\" = \"500000\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ingest.max_record_bytes"), "{err}");
+        for bad in ["\"lots\"", "\"999\"", "\"2000000000\""] {
+            let err = Config::with_overrides(&format!(
+                "[kafka.properties]\n\"message.max.bytes\" = {bad}"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("kafka.properties.\"message.max.bytes\""),
+                "{err}"
+            );
+        }
     }
 
     #[test]
@@ -626,8 +865,20 @@ mod tests {
     #[test]
     fn the_example_config_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/pulse.example.toml");
-        let c = Config::load(Some(&path)).unwrap();
-        assert_eq!(c.kafka.properties["security.protocol"], "SASL_SSL");
+        match (cfg!(feature = "ssl"), Config::load(Some(&path))) {
+            (true, Ok(c)) => assert_eq!(c.kafka.properties["security.protocol"], "SASL_SSL"),
+            // Without TLS in the build, its TLS settings are refused at load, by name.
+            (false, Err(e)) => {
+                let e = e.to_string();
+                assert!(
+                    e.contains("kafka.properties.\"security.protocol\"")
+                        && e.contains("OpenSSL not available"),
+                    "{e}"
+                );
+                assert!(!e.contains("SASL_SSL"), "the value is not shown: {e}");
+            }
+            (ssl, r) => panic!("ssl feature {ssl}: {r:?}"),
+        }
     }
 
     #[test]
@@ -648,5 +899,126 @@ mod tests {
         let c = Config::from_value(v).unwrap();
         assert_eq!(c.fold.state_dir, PathBuf::from("/tmp/s"));
         assert_eq!(c.fold.commit_max_events, 7);
+    }
+
+    #[test]
+    fn kafka_properties_come_from_env_and_files_and_are_never_echoed() {
+        let secret = "s3cr3t-never-shown";
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, format!("{secret}-file\n")).unwrap();
+        let mut c = Config::with_overrides(&format!(
+            "[kafka.properties]\n\"sasl.password_env\" = \"KAFKA_PW\"\n\"sasl.username_file\" = \"{}\"\n\"sasl.mechanism\" = \"PLAIN\"",
+            file.display()
+        ))
+        .unwrap();
+        let env = |k: &str| (k == "KAFKA_PW").then(|| secret.to_string());
+        c.resolve_kafka_secrets(env, |p| std::fs::read_to_string(p))
+            .unwrap();
+        let p = &c.kafka.properties;
+        assert_eq!(p["sasl.password"], secret);
+        assert_eq!(
+            p["sasl.username"],
+            format!("{secret}-file"),
+            "one newline dropped"
+        );
+        assert_eq!(p["sasl.mechanism"], "PLAIN");
+        assert!(!p.contains_key("sasl.password_env") && !p.contains_key("sasl.username_file"));
+        assert!(
+            !format!("{c:?}").contains(secret),
+            "Debug redacts property values"
+        );
+
+        let mut twice = Config::with_overrides(
+            "[kafka.properties]\n\"sasl.password_env\" = \"KAFKA_PW\"\n\"sasl.password\" = \"x\"",
+        )
+        .unwrap();
+        let err = twice
+            .resolve_kafka_secrets(env, |p| std::fs::read_to_string(p))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kafka.properties.\"sasl.password\"") && err.contains("more than once"),
+            "{err}"
+        );
+        assert!(!err.contains(secret), "{err}");
+
+        let mut unset =
+            Config::with_overrides("[kafka.properties]\n\"sasl.password_env\" = \"NOT_SET\"")
+                .unwrap();
+        let err = unset
+            .resolve_kafka_secrets(|_| None, |p| std::fs::read_to_string(p))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sasl.password_env") && err.contains("NOT_SET"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn environment_sets_dotted_properties_and_errors_leave_env_values_out() {
+        let secret = "s3cr3t-never-shown";
+        let mut v = parse(DEFAULT_TOML, "d").unwrap();
+        let set = apply_env(
+            &mut v,
+            [
+                (
+                    "PULSE__KAFKA__PROPERTIES__SASL_PASSWORD".to_string(),
+                    secret.to_string(),
+                ),
+                // A number stays a string: librdkafka takes strings.
+                (
+                    "PULSE__KAFKA__PROPERTIES__LINGER_MS".to_string(),
+                    "7".to_string(),
+                ),
+                (
+                    "PULSE__KAFKA__PROPERTIES__SASL_USERNAME_FILE".to_string(),
+                    "/run/secrets/user".to_string(),
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(set.len(), 3);
+        assert_eq!(
+            v["kafka"]["properties"]["sasl.username_file"].as_str(),
+            Some("/run/secrets/user")
+        );
+        let c = Config::from_value(v).unwrap();
+        assert_eq!(c.kafka.properties["sasl.password"], secret);
+        assert_eq!(c.kafka.properties["linger.ms"], "7");
+
+        // A secret under a wrong key: the error names the key and the variable, not the value.
+        for (var, key) in [
+            ("PULSE__FOLD__COMMIT_MAX_EVENTS", "fold.commit_max_events"),
+            ("PULSE__KAFKA__PROPERTIES", "kafka.properties"),
+            ("PULSE__KAFKA", "kafka"),
+            ("PULSE__KAFKA__SASL_PASSWORD", "sasl_password"),
+        ] {
+            let mut v = parse(DEFAULT_TOML, "d").unwrap();
+            let set = apply_env(&mut v, [(var.to_string(), secret.to_string())]).unwrap();
+            let err = Config::from_value_env(v, &set).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(var), "{err}");
+            assert!(!err.contains(secret), "{err}");
+        }
+        // A misspelt property name is refused by name before librdkafka could echo the value.
+        let mut c = Config::with_overrides(&format!(
+            "[kafka.properties]\n\"sasl.pasword\" = \"{secret}\""
+        ))
+        .unwrap();
+        let err = c
+            .resolve_kafka_secrets(|_| None, |p| std::fs::read_to_string(p))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kafka.properties.\"sasl.pasword\""), "{err}");
+        assert!(!err.contains(secret), "{err}");
+        // A value of the wrong type in the file: no echo either.
+        let err = Config::with_overrides("[kafka.properties]\n\"sasl.password\" = 123456789")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sasl.password") && !err.contains("123456789"),
+            "{err}"
+        );
     }
 }

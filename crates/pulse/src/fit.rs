@@ -87,10 +87,10 @@ pub struct Fitted {
 
 /// Every customer's summary at `until`, from the events with `occurred_at < until`, each
 /// partition through its own `Partition::step` in log order (the engine's fold, so the
-/// summaries are the ones the service would compute). As fold does: a repeated event id is
-/// dropped (fold within its dedupe window, here over the whole input, which holds fold's
-/// drops and at most some older repeats fold would keep), and a `customer_erased` forgets the
-/// customer and drops its later events (erasure is permanent). Canonical-log ticks only move
+/// summaries are the ones the service would compute). As fold does: an event id repeated
+/// for the same customer is dropped (fold within its dedupe window, here over the whole
+/// input, which holds fold's drops and at most some older repeats fold would keep), and a
+/// `customer_erased` forgets the customer and drops its later events (erasure is permanent). Canonical-log ticks only move
 /// timers, which no summary reads, so they are skipped. Returns the summaries (customers with
 /// an order) and the number of events folded.
 pub fn summaries_at(loaded: &Loaded, until: Millis, cfg: &ScoringConfig) -> (Vec<Summary>, usize) {
@@ -104,7 +104,7 @@ pub fn summaries_at(loaded: &Loaded, until: Millis, cfg: &ScoringConfig) -> (Vec
             let Record::Event(e) = rec else { continue };
             if e.occurred_at >= until
                 || erased.contains(e.customer_id.as_str())
-                || !seen.insert(e.event_id.as_str())
+                || !seen.insert((e.customer_id.as_str(), e.event_id.as_str()))
             {
                 continue;
             }

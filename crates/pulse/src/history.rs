@@ -1,6 +1,8 @@
 //! Loading a customer history for the batch commands (`pulse fit`, `pulse backtest`): an
 //! NDJSON file of input events, or a range of the canonical log, as validated core events in
-//! log order per partition.
+//! log order per partition. An NDJSON file is an export, not a log: exports come sorted by
+//! customer, by order id or not at all, so its events are put in event-time order (file order
+//! among equal times), the order in which they happened and would have reached ingest.
 //!
 //! Nothing here holds a rule: an NDJSON line is decoded by pulse-codec's `decode_input`
 //! exactly as ingest decodes a record (so the same events are accepted and refused, with the
@@ -24,7 +26,7 @@ use serde::Deserialize;
 use crate::config::Config;
 use crate::replay::{self, Progress, ReplayRange};
 
-/// One partition's records in log order (an NDJSON file is one partition, in file order).
+/// One partition's records in log order (an NDJSON file is one partition, in event-time order).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionLog {
     pub partition: i32,
@@ -125,8 +127,10 @@ fn decode_line(line: &[u8], cfg: &Config) -> Result<pulse_core::Event, String> {
 
 /// Reads an NDJSON file of input events: one JSON object per line, either an event in the
 /// input topics' format (the topic family from its `type`) or a line written by
-/// `pulse simulate --ndjson`. Blank lines are not records. The file is one partition, in file
-/// order. A progress bar goes to stderr for files that take more than a moment.
+/// `pulse simulate --ndjson`. Blank lines are not records. The file is one partition, in
+/// event-time order (a stable sort: file order among equal times), so a file sorted by customer
+/// folds as the same events arriving as they happened would. A progress bar goes to stderr for
+/// files that take more than a moment.
 pub fn load_ndjson(path: &Path, cfg: &Config) -> anyhow::Result<Loaded> {
     let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -165,6 +169,10 @@ pub fn load_ndjson(path: &Path, cfg: &Config) -> anyhow::Result<Loaded> {
         progress.show(read as i64, started.elapsed());
         progress.finish();
     }
+    records.sort_by_key(|r| match r {
+        Record::Event(e) => e.occurred_at,
+        Record::Tick(t) => *t,
+    });
     let description = format!(
         "{}: {line_no} lines, {} events, {} rejected{}",
         path.display(),
@@ -268,9 +276,10 @@ mod tests {
     }
 
     #[test]
-    fn ndjson_events_of_every_family_load_in_file_order_and_bad_lines_are_reported() {
-        // Given an order, a click, a support event, a simulator line and four bad lines
-        let sim_value = r#"{"event_id":"e5","customer_id":"c2","occurred_at":"2024-01-03T00:00:00Z","type":"page_view"}"#;
+    fn ndjson_events_of_every_family_load_in_event_time_order_and_bad_lines_are_reported() {
+        // Given an order, a click, a support event, a simulator line and four bad lines, the
+        // simulator line dated before the support event and as late as the click before it
+        let sim_value = r#"{"event_id":"e5","customer_id":"c2","occurred_at":1704103200000,"type":"page_view"}"#;
         let sim_line =
             serde_json::json!({"topic": "customer.clickstream", "key": "c2", "value": sim_value})
                 .to_string();
@@ -288,10 +297,11 @@ mod tests {
         let cfg = Config::with_overrides("").unwrap();
         // When loaded
         let loaded = load_ndjson(f.path(), &cfg).unwrap();
-        // Then the good events are one partition in file order, each of its family
+        // Then the good events are one partition in event-time order, file order among equal
+        // times, each of its family
         assert_eq!(loaded.partitions.len(), 1);
         let ids: Vec<&str> = loaded.events().map(|e| e.event_id.as_str()).collect();
-        assert_eq!(ids, ["e1", "e2", "e3", "e5"]);
+        assert_eq!(ids, ["e1", "e2", "e5", "e3"]);
         let kinds: Vec<&str> = loaded
             .events()
             .map(|e| match &e.body {
@@ -301,7 +311,7 @@ mod tests {
                 Body::Erased => "erased",
             })
             .collect();
-        assert_eq!(kinds, ["order", "click", "support", "click"]);
+        assert_eq!(kinds, ["order", "click", "click", "support"]);
         // And every bad line is reported with its number and ingest's reason
         let reasons: Vec<(u64, &str)> = loaded
             .rejected

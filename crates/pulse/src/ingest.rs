@@ -15,20 +15,84 @@ use std::time::{Duration, Instant};
 
 use pulse_codec::headers as hdr;
 use pulse_codec::{
-    check_not_future, decode_input, encode_canonical, Canonical, Encoding, Family, Source,
-    TickSource,
+    check_not_future, decode_record, encode_canonical, Canonical, Encoding, Family, Rejection,
+    Source, TickSource,
 };
 use pulse_core::Millis;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use crate::config::{Config, TickSourceConfig};
+use crate::config::{Config, TickSourceConfig, RECORD_HEADROOM};
 use crate::kafka::{self, header, headers};
 use crate::producer::Outstanding;
 use crate::{telemetry, PipelineError};
+
+/// A dead letter's key, when the key and value do not fit together, is cut to this: ids of
+/// more than 256 bytes are refused anyway, so such a key is no id, and the value (the record
+/// that says what went wrong) gets the room.
+const DLQ_KEY_MAX: usize = 1_024;
+
+/// A dead letter's key and value, cut to fit `budget` bytes together when they do not.
+#[derive(Debug, PartialEq, Eq)]
+struct Fitted<'a> {
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    truncated: bool,
+}
+
+/// Keeps key and value whole when they fit in `budget` together; otherwise cuts the key to
+/// [`DLQ_KEY_MAX`] and the value to the rest. A null stays null.
+fn fit_dead_letter<'a>(
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    budget: usize,
+) -> Fitted<'a> {
+    let len = |b: Option<&[u8]>| b.map_or(0, <[u8]>::len);
+    if len(key) + len(value) <= budget {
+        return Fitted {
+            key,
+            value,
+            truncated: false,
+        };
+    }
+    let key = key.map(|k| &k[..k.len().min(DLQ_KEY_MAX).min(budget)]);
+    let room = budget - len(key);
+    let value = value.map(|v| &v[..v.len().min(room)]);
+    Fitted {
+        key,
+        value,
+        truncated: true,
+    }
+}
+
+/// Where a produced record came from, kept until it is acknowledged: enough to dead-letter it
+/// without its bytes if the broker refuses it as too large.
+struct Origin {
+    family: Family,
+    partition: i32,
+    offset: i64,
+    key_bytes: usize,
+    value_bytes: usize,
+}
+
+impl Origin {
+    fn of(family: Family, msg: &BorrowedMessage<'_>) -> Origin {
+        Origin {
+            family,
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key_bytes: msg.key().map_or(0, <[u8]>::len),
+            value_bytes: msg.payload().map_or(0, <[u8]>::len),
+        }
+    }
+}
+
+/// What ingest has handed to the producer this round: the tag is `None` for a tick.
+type Sent = Outstanding<Option<Origin>>;
 
 struct Ingest {
     config: Arc<Config>,
@@ -40,6 +104,9 @@ struct Ingest {
     /// Per canonical partition: did it get an event since the last tick round, last tick sent.
     active: Vec<bool>,
     last_tick: Vec<i64>,
+    /// The most key and value of a produced record may take together: the producer's
+    /// `message.max.bytes` less [`RECORD_HEADROOM`] for headers and framing.
+    max_key_value: usize,
     metrics: telemetry::IngestMetrics,
 }
 
@@ -74,6 +141,7 @@ pub async fn run(
         max_event_time: None,
         active: vec![false; canonical_partitions as usize],
         last_tick: vec![i64::MIN; canonical_partitions as usize],
+        max_key_value: config.kafka.message_max_bytes() - RECORD_HEADROOM,
         metrics: telemetry::IngestMetrics::default(),
         config: config.clone(),
     };
@@ -82,7 +150,7 @@ pub async fn run(
     let tick_every = Duration::from_millis(config.ingest.tick_interval_ms);
     let mut next_tick = Instant::now() + tick_every;
     while !*shutdown.borrow() {
-        let mut outstanding = Outstanding::default();
+        let mut outstanding = Sent::default();
         let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
         let deadline = Instant::now() + batch_wait;
         while outstanding.len() < config.ingest.batch_max_records {
@@ -107,7 +175,8 @@ pub async fn run(
             ingest.tick_idle_partitions(&mut outstanding).await?;
             next_tick = Instant::now() + tick_every;
         }
-        outstanding.wait().await?;
+        let refused = outstanding.wait_too_large().await?;
+        ingest.dead_letter_refused(refused).await?;
         if !offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for ((topic, partition), offset) in offsets {
@@ -130,7 +199,7 @@ impl Ingest {
     async fn handle(
         &mut self,
         msg: &BorrowedMessage<'_>,
-        out: &mut Outstanding,
+        out: &mut Sent,
     ) -> Result<(), PipelineError> {
         let Some(&(family, topic_encoding)) = self.families.get(msg.topic()) else {
             return Ok(());
@@ -139,15 +208,12 @@ impl Ingest {
             .and_then(Encoding::from_content_type)
             .unwrap_or(topic_encoding);
         let decoding = Instant::now();
-        let result = match msg.payload() {
-            None => Err(pulse_codec::Rejection {
-                reason: "no_value".into(),
-                detail: "record has no value".into(),
-            }),
-            Some(bytes) => {
-                decode_input(family, encoding, bytes, self.config.ingest.max_record_bytes)
-            }
-        }
+        let result = decode_record(
+            family,
+            encoding,
+            msg.payload(),
+            self.config.ingest.max_record_bytes,
+        )
         .and_then(|event| {
             let skew = self.config.ingest.max_future_skew_ms;
             if skew > 0 {
@@ -156,26 +222,14 @@ impl Ingest {
             Ok(event)
         });
         self.metrics.decoded(family.as_str(), decoding);
-        match result {
-            Ok(event) => {
+        let rejection = match result.and_then(|event| self.canonical(event, msg)) {
+            Ok((key, partition, value, event_time)) => {
                 self.metrics.accepted(family.as_str());
                 self.max_event_time = Some(
                     self.max_event_time
-                        .map_or(event.occurred_at, |m| m.max(event.occurred_at)),
+                        .map_or(event_time, |m| m.max(event_time)),
                 );
-                let partition =
-                    kafka::partition_for(event.customer_id.as_bytes(), self.canonical_partitions);
                 self.active[partition as usize] = true;
-                let key = event.customer_id.clone();
-                let record = Canonical::Event(
-                    event,
-                    Source {
-                        topic: msg.topic().to_string(),
-                        partition: msg.partition(),
-                        offset: msg.offset(),
-                    },
-                );
-                let value = encode_canonical(&record, self.config.encoding.canonical);
                 let hdrs = headers(&[
                     (
                         hdr::CONTENT_TYPE,
@@ -188,36 +242,139 @@ impl Ingest {
                     .partition(partition)
                     .payload(&value)
                     .headers(hdrs);
-                out.send(&self.producer, rec).await
+                let origin = Some(Origin::of(family, msg));
+                return out.send_tagged(&self.producer, rec, origin).await;
             }
-            Err(rejection) => {
-                telemetry::ingest_dead_lettered(family.as_str(), rejection.class());
-                let partition = msg.partition().to_string();
-                let offset = msg.offset().to_string();
-                let mut pairs = vec![
-                    (hdr::DLQ_REASON, rejection.reason.as_str()),
-                    (hdr::DLQ_DETAIL, rejection.detail.as_str()),
-                    (hdr::DLQ_TOPIC, msg.topic()),
-                    (hdr::DLQ_PARTITION, partition.as_str()),
-                    (hdr::DLQ_OFFSET, offset.as_str()),
-                ];
-                if let Some(ct) = header(msg.headers(), hdr::CONTENT_TYPE) {
-                    pairs.push((hdr::CONTENT_TYPE, ct));
-                }
-                let mut rec = FutureRecord::to(&self.config.topics.dead_letters)
-                    .payload(msg.payload().unwrap_or_default())
-                    .headers(headers(&pairs));
-                if let Some(key) = msg.key() {
-                    rec = rec.key(key);
-                }
-                out.send(&self.producer, rec).await
-            }
+            Err(rejection) => rejection,
+        };
+        telemetry::ingest_dead_lettered(family.as_str(), rejection.class());
+        let fitted = fit_dead_letter(msg.key(), msg.payload(), self.max_key_value);
+        let partition = msg.partition().to_string();
+        let offset = msg.offset().to_string();
+        let key_bytes = msg.key().map_or(0, <[u8]>::len).to_string();
+        let value_bytes = msg.payload().map_or(0, <[u8]>::len).to_string();
+        let mut pairs = vec![
+            (hdr::DLQ_REASON, rejection.reason.as_str()),
+            (hdr::DLQ_DETAIL, rejection.detail.as_str()),
+            (hdr::DLQ_TOPIC, msg.topic()),
+            (hdr::DLQ_PARTITION, partition.as_str()),
+            (hdr::DLQ_OFFSET, offset.as_str()),
+        ];
+        if fitted.truncated {
+            telemetry::ingest_dead_letter_truncated(msg.topic(), msg.partition(), msg.offset());
+            pairs.extend([
+                (hdr::DLQ_TRUNCATED, "true"),
+                (hdr::DLQ_KEY_BYTES, key_bytes.as_str()),
+                (hdr::DLQ_VALUE_BYTES, value_bytes.as_str()),
+            ]);
         }
+        // The producer's content type, so the dead letter can be read; a header too long to
+        // be one is not repeated.
+        if let Some(ct) = header(msg.headers(), hdr::CONTENT_TYPE).filter(|ct| ct.len() <= 256) {
+            pairs.push((hdr::CONTENT_TYPE, ct));
+        }
+        let mut rec: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&self.config.topics.dead_letters).headers(headers(&pairs));
+        // A tombstone stays a tombstone (a null value), not empty bytes.
+        if let Some(value) = fitted.value {
+            rec = rec.payload(value);
+        }
+        if let Some(key) = fitted.key {
+            rec = rec.key(key);
+        }
+        let origin = Some(Origin::of(family, msg));
+        out.send_tagged(&self.producer, rec, origin).await
+    }
+
+    /// Dead-letters, without key or value, the records the producer or the broker refused as
+    /// too large (a topic's `max.message.bytes` below the producer's `message.max.bytes`;
+    /// librdkafka refuses a whole batch, so its other records too): the headers say what and
+    /// where the original is, so nothing is lost and the input offset can be committed. Only
+    /// if even that is refused does ingest stop.
+    async fn dead_letter_refused(
+        &self,
+        refused: Vec<(KafkaError, Option<Origin>)>,
+    ) -> Result<(), PipelineError> {
+        let mut out = Outstanding::default();
+        for (error, origin) in refused {
+            // A tick carries no input record: one refused with a batch it shared is not
+            // needed, the next round ticks again.
+            let Some(o) = origin else {
+                tracing::warn!(%error, "tick refused as too large with its batch; not re-sent");
+                continue;
+            };
+            let topic = self.input_topic(o.family);
+            telemetry::ingest_dead_lettered(o.family.as_str(), "too_large");
+            telemetry::ingest_dead_letter_truncated(topic, o.partition, o.offset);
+            let detail = format!("the broker refused the record pulse produced for it ({error}): the topics' max.message.bytes must be at least the producer's message.max.bytes ({}); the original is at its source coordinates", self.config.kafka.message_max_bytes());
+            let (partition, offset) = (o.partition.to_string(), o.offset.to_string());
+            let (key_bytes, value_bytes) = (o.key_bytes.to_string(), o.value_bytes.to_string());
+            let pairs = [
+                (hdr::DLQ_REASON, "too_large"),
+                (hdr::DLQ_DETAIL, detail.as_str()),
+                (hdr::DLQ_TOPIC, topic),
+                (hdr::DLQ_PARTITION, partition.as_str()),
+                (hdr::DLQ_OFFSET, offset.as_str()),
+                (hdr::DLQ_TRUNCATED, "true"),
+                (hdr::DLQ_KEY_BYTES, key_bytes.as_str()),
+                (hdr::DLQ_VALUE_BYTES, value_bytes.as_str()),
+            ];
+            let rec: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&self.config.topics.dead_letters).headers(headers(&pairs));
+            out.send(&self.producer, rec).await?;
+        }
+        out.wait().await
+    }
+
+    fn input_topic(&self, family: Family) -> &str {
+        let t = &self.config.topics;
+        match family {
+            Family::Orders => &t.orders,
+            Family::Clickstream => &t.clickstream,
+            Family::Support => &t.support,
+        }
+    }
+
+    /// An accepted event as its canonical record: (key, canonical partition, value, event
+    /// time). Refused as `too_large` when key and value would not fit what the producer can
+    /// send: the canonical form can be larger than the input (a protobuf string of control
+    /// characters is six times longer in JSON), and a record the producer refuses would stop
+    /// ingest for good, the offset never committed.
+    fn canonical(
+        &self,
+        event: pulse_core::Event,
+        msg: &BorrowedMessage<'_>,
+    ) -> Result<(String, i32, Vec<u8>, Millis), Rejection> {
+        let partition =
+            kafka::partition_for(event.customer_id.as_bytes(), self.canonical_partitions);
+        let key = event.customer_id.clone();
+        let event_time = event.occurred_at;
+        let record = Canonical::Event(
+            event,
+            Source {
+                topic: msg.topic().to_string(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+            },
+        );
+        let value = encode_canonical(&record, self.config.encoding.canonical);
+        let size = key.len() + value.len();
+        if size > self.max_key_value {
+            return Err(Rejection::new(
+                "too_large",
+                format!(
+                    "its canonical record would be {size} bytes with its key, limit {} (the producer's message.max.bytes {} less {RECORD_HEADROOM} for headers)",
+                    self.max_key_value,
+                    self.config.kafka.message_max_bytes()
+                ),
+            ));
+        }
+        Ok((key, partition, value, event_time))
     }
 
     /// Appends a tick to every canonical partition that saw no event since the last round and
     /// whose clock the tick would advance.
-    async fn tick_idle_partitions(&mut self, out: &mut Outstanding) -> Result<(), PipelineError> {
+    async fn tick_idle_partitions(&mut self, out: &mut Sent) -> Result<(), PipelineError> {
         let time = match self.config.ingest.tick_source {
             TickSourceConfig::Watermark => match self.max_event_time {
                 Some(t) => t - self.config.ingest.allowed_lateness_ms,
@@ -245,11 +402,66 @@ impl Ingest {
                         hdr::CONTENT_TYPE,
                         self.config.encoding.canonical.content_type(),
                     )]));
-                out.send(&self.producer, rec).await?;
+                out.send_tagged(&self.producer, rec, None).await?;
                 sent += 1;
             }
         }
         telemetry::ingest_ticks(sent, time);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_letter_that_fits_is_kept_whole() {
+        let (key, value) = (b"c-1".as_slice(), vec![b'x'; 1_000]);
+        let f = fit_dead_letter(Some(key), Some(&value), 1_003);
+        assert_eq!(
+            f,
+            Fitted {
+                key: Some(key),
+                value: Some(value.as_slice()),
+                truncated: false
+            }
+        );
+        // A tombstone stays null, a keyless record keyless.
+        let f = fit_dead_letter(None, None, 10);
+        assert_eq!((f.key, f.value, f.truncated), (None, None, false));
+    }
+
+    #[test]
+    fn an_oversized_dead_letter_is_cut_to_the_budget_key_first() {
+        let budget = 1_000_000 - RECORD_HEADROOM;
+        // A 12 MiB value with a short key: the key whole, the value cut to the rest.
+        let value = vec![b'v'; 12 << 20];
+        let f = fit_dead_letter(Some(b"c-1"), Some(&value), budget);
+        assert!(f.truncated);
+        assert_eq!(f.key, Some(b"c-1".as_slice()));
+        assert_eq!(f.value.map(<[u8]>::len), Some(budget - 3));
+        assert!(
+            value.starts_with(f.value.unwrap()),
+            "a prefix of the original"
+        );
+        // A 1 MiB key (a customer id) and its 1 MiB record: the key cut to DLQ_KEY_MAX.
+        let key = vec![b'k'; 1 << 20];
+        let f = fit_dead_letter(Some(&key), Some(&value[..1 << 20]), budget);
+        assert!(f.truncated);
+        assert_eq!(f.key.map(<[u8]>::len), Some(DLQ_KEY_MAX));
+        assert_eq!(f.value.map(<[u8]>::len), Some(budget - DLQ_KEY_MAX));
+        // Together within the budget whatever the sizes.
+        for (k, v) in [
+            (0, 5_000_000),
+            (5_000_000, 0),
+            (2_000, 2_000_000),
+            (budget, 1),
+        ] {
+            let (key, value) = (vec![b'k'; k], vec![b'v'; v]);
+            let f = fit_dead_letter(Some(&key), Some(&value), budget);
+            let total = f.key.map_or(0, <[u8]>::len) + f.value.map_or(0, <[u8]>::len);
+            assert!(f.truncated && total <= budget, "{k} + {v}: {total}");
+        }
     }
 }

@@ -12,6 +12,63 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 
 use crate::config::Config;
 
+/// Checks each property as librdkafka will take it (`(name, why)` for the first it refuses):
+/// an unknown name, or a value it refuses alone (`security.protocol = "SASL_SSL"` in a build
+/// without the `ssl` feature, `sasl.jaas.config`, a TLS property without OpenSSL). Doing it here,
+/// at load, names the key with exit code 2 and keeps the value out: rdkafka's error for a
+/// refused property prints the value, and that value may be a secret (`ssl.key.pem`).
+pub fn check_properties(
+    properties: &std::collections::BTreeMap<String, String>,
+) -> Result<(), (String, String)> {
+    use rdkafka::types::RDKafkaConfRes;
+    for (name, value) in properties {
+        let mut c = ClientConfig::new();
+        c.set(name, value);
+        match c.create_native_config() {
+            Err(KafkaError::ClientConfig(RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN, ..)) => {
+                return Err((
+                    name.clone(),
+                    "is not a librdkafka property (see librdkafka's CONFIGURATION.md); in \
+                     PULSE__KAFKA__PROPERTIES__<NAME>, `_` stands for `.`"
+                        .to_string(),
+                ));
+            }
+            Err(KafkaError::ClientConfig(_, desc, ..)) => {
+                let desc = hide(&desc, value);
+                return Err((name.clone(), format!("librdkafka refuses it: {desc}")));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `text` with each occurrence of `value` that stands alone (not inside a longer word: a
+/// value `SSL` leaves "OpenSSL" as it is) replaced by "(value not shown)".
+fn hide(text: &str, value: &str) -> String {
+    if value.is_empty() {
+        return text.to_string();
+    }
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(value) {
+        let (before, after) = (
+            rest[..i].chars().last(),
+            rest[i + value.len()..].chars().next(),
+        );
+        out.push_str(&rest[..i]);
+        if word(before) || word(after) {
+            out.push_str(value);
+        } else {
+            out.push_str("(value not shown)");
+        }
+        rest = &rest[i + value.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Client config: brokers, then pulse's `defaults`, then the user's pass-through librdkafka
 /// properties, which win (validation refuses the few keys pulse must own).
 fn build(config: &Config, defaults: &[(&str, String)]) -> ClientConfig {
@@ -169,6 +226,120 @@ pub fn header<'a>(
         .and_then(|h| std::str::from_utf8(h.value?).ok())
 }
 
+/// How long pulse waits for the first broker to answer before it reports the cluster
+/// unreachable: long enough for a TLS + SASL handshake across a region, short enough that an
+/// operator with a wrong address is told within seconds.
+pub const REACH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A client context that keeps librdkafka's log lines and global errors at debug level and
+/// remembers the last one, so that a failure is reported once, in pulse's words, naming the
+/// bootstrap servers ([`ReachError`]), instead of as a burst of librdkafka lines at error
+/// level. librdkafka never logs secret property values (it marks them sensitive).
+#[derive(Default)]
+pub struct QuietContext {
+    cause: std::sync::Mutex<Option<&'static str>>,
+}
+
+impl QuietContext {
+    fn remember(&self, line: String) {
+        let cause = classify(&line);
+        tracing::debug!(target: "librdkafka", "{line}");
+        if cause.is_some() {
+            *self.cause.lock().expect("lock") = cause;
+        }
+    }
+
+    /// The last specific problem librdkafka reported, in a few words (never its raw text,
+    /// which the debug log has): "all brokers down" follows every failed attempt and says
+    /// less than the connection error before it.
+    fn cause(&self) -> &'static str {
+        self.cause.lock().expect("lock").unwrap_or("no answer")
+    }
+}
+
+fn classify(line: &str) -> Option<&'static str> {
+    let l = line.to_ascii_lowercase();
+    Some(if l.contains("connection refused") {
+        "connection refused"
+    } else if l.contains("resolve") {
+        "host name not resolved"
+    } else if l.contains("sasl") || l.contains("authentication") {
+        "authentication failed"
+    } else if l.contains("ssl") {
+        "TLS handshake failed"
+    } else if l.contains("timed out") {
+        "connection timed out"
+    } else {
+        return None;
+    })
+}
+
+impl rdkafka::client::ClientContext for QuietContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        if matches!(level, L::Debug | L::Info | L::Notice) {
+            tracing::debug!(target: "librdkafka", "{fac} {message}");
+        } else {
+            self.remember(format!("{fac} {message}"));
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.remember(format!("{error}: {reason}"));
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietContext {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReachError {
+    #[error("no Kafka broker answered at {bootstrap} (kafka.bootstrap_servers) within {secs} s: {cause} (RUST_LOG=librdkafka=debug shows librdkafka's detail)")]
+    Unreachable {
+        bootstrap: String,
+        secs: u64,
+        cause: &'static str,
+    },
+    #[error("kafka client")]
+    Client(#[source] KafkaError),
+}
+
+/// The cluster's metadata for every topic, through a [`QuietContext`] client: the first
+/// contact pulse makes, so an unreachable cluster is reported here, once, within
+/// [`REACH_TIMEOUT`]. Blocking: call off the async runtime.
+pub fn cluster_metadata(config: &Config) -> Result<rdkafka::metadata::Metadata, ReachError> {
+    let consumer: BaseConsumer<QuietContext> = client_config(config)
+        .create_with_context(QuietContext::default())
+        .map_err(ReachError::Client)?;
+    let deadline = std::time::Instant::now() + REACH_TIMEOUT;
+    // librdkafka queues its log lines and errors (rdkafka sets `log.queue`): polling hands
+    // them to the context, which keeps them at debug level. A poll with a timeout takes every
+    // event that arrives within it; one with none takes a single event, too few to keep up
+    // with `debug=all`.
+    let drain = || {
+        let until = std::time::Instant::now() + Duration::from_millis(50);
+        while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+            let _ = consumer.poll(left);
+        }
+    };
+    loop {
+        match consumer.fetch_metadata(None, Duration::from_millis(500)) {
+            Ok(md) => {
+                drain();
+                return Ok(md);
+            }
+            Err(_) if std::time::Instant::now() < deadline => drain(),
+            Err(_) => {
+                drain();
+                return Err(ReachError::Unreachable {
+                    bootstrap: config.kafka.bootstrap_servers.clone(),
+                    secs: REACH_TIMEOUT.as_secs(),
+                    cause: consumer.context().cause(),
+                });
+            }
+        }
+    }
+}
+
 /// Number of partitions of a topic, from broker metadata.
 pub fn partition_count(config: &Config, topic: &str) -> Result<i32, KafkaError> {
     let consumer: BaseConsumer = client_config(config).create()?;
@@ -253,5 +424,18 @@ mod tests {
             -58897971
         );
         assert_eq!(murmur2(b"abc") as i32, 479470107);
+    }
+
+    #[test]
+    fn hide_replaces_the_value_where_it_stands_alone() {
+        assert_eq!(
+            hide("Unsupported value \"SSL\" for \"security.protocol\": OpenSSL not available", "SSL"),
+            "Unsupported value \"(value not shown)\" for \"security.protocol\": OpenSSL not available"
+        );
+        assert_eq!(
+            hide("bad: hunter2. again hunter2", "hunter2"),
+            "bad: (value not shown). again (value not shown)"
+        );
+        assert_eq!(hide("nothing", ""), "nothing");
     }
 }

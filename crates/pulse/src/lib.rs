@@ -16,7 +16,9 @@ pub mod kafka;
 pub mod producer;
 pub mod replay;
 pub mod simulate;
+pub mod tail;
 pub mod telemetry;
+pub mod topics;
 pub mod txn;
 pub mod whatif;
 

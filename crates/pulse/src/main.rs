@@ -51,6 +51,12 @@ enum Command {
         #[arg(long = "for", value_parser = pulse::demo::parse_duration)]
         run_for: Option<Duration>,
     },
+    /// Create pulse's topics, or check an existing cluster's (partition counts, compaction,
+    /// retention), naming each problem and its fix.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
     /// Run the whole pipeline on an in-process Kafka-protocol broker with simulated customers.
     Demo(pulse::demo::DemoArgs),
     /// Write simulated customer events to a Kafka cluster or an NDJSON file.
@@ -66,11 +72,45 @@ enum Command {
     Backtest(pulse::backtest::BacktestArgs),
     /// Replay the same input with the live and a candidate `[scoring]` and show the difference.
     Whatif(pulse::whatif::WhatIfArgs),
+    /// Print pulse's alerts (read_committed) as readable lines or JSON lines.
+    Tail(pulse::tail::TailArgs),
+}
+
+#[derive(Subcommand)]
+enum TopicsAction {
+    /// Create every missing topic the config names (existing ones are left as they are), then
+    /// check them all. Exit 1 if a problem remains.
+    Create {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Partitions of each new topic (the changelog gets the canonical log's count). The
+        /// canonical log's count is fixed for life: customers are placed by murmur2(id) % count.
+        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..))]
+        partitions: i32,
+        /// Replicas of each new topic; -1 takes the broker's default.replication.factor.
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        replication_factor: i32,
+    },
+    /// Check the topics of an existing cluster. Exit 1 if any problem is found (with --strict,
+    /// also if the broker could not answer a question).
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Treat "cannot verify" (a broker without DescribeConfigs) as a failure.
+        #[arg(long)]
+        strict: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The demo's stderr is its status line and summary: service logs only when they matter.
+    let default_filter = if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info,rdkafka=warn"
+    };
+    init_logging(cli.log_format, default_filter);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -94,6 +134,12 @@ fn main() -> ExitCode {
                     Some(Only::Fold) => config.ingest.enabled = false,
                     None => {}
                 }
+                // The first contact with the cluster: an unreachable one is reported here,
+                // once, within seconds; a missing or misconfigured topic stops the start,
+                // named with its fix, before any pipeline runs.
+                if let Err(e) = pulse::topics::preflight(&config).await {
+                    return Err(runtime_error(e.into()));
+                }
                 pulse::demo::run_service(config, run_for)
                     .await
                     .map_err(runtime_error)
@@ -101,7 +147,8 @@ fn main() -> ExitCode {
             Command::Demo(args) => pulse::demo::demo(args, cli.http_addr)
                 .await
                 .map_err(runtime_error),
-            Command::Simulate(args) => pulse::demo::simulate(args).await.map_err(runtime_error),
+            Command::Topics { action } => topics(action).await,
+            Command::Simulate(args) => pulse::demo::simulate(args).await.map_err(usage_or_runtime),
             Command::Replay(args) => match pulse::replay::replay(args).await {
                 Ok(_) => Ok(()),
                 Err(e) if e.is::<pulse::replay::UsageError>() => {
@@ -123,6 +170,17 @@ fn main() -> ExitCode {
                 .await
                 .map(|_| ())
                 .map_err(usage_or_runtime),
+            Command::Tail(args) => tokio::task::spawn_blocking(move || {
+                pulse::tail::tail(&args, &mut std::io::stdout().lock())
+            })
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r)
+            .map(|_| ())
+            .map_err(|e| match e.downcast::<ConfigError>() {
+                Ok(e) => config_error(e),
+                Err(e) => runtime_error(e),
+            }),
         }
     });
     match result {
@@ -131,14 +189,51 @@ fn main() -> ExitCode {
     }
 }
 
+async fn topics(action: TopicsAction) -> Result<(), ExitCode> {
+    let (path, create, strict) = match &action {
+        TopicsAction::Create {
+            config,
+            partitions,
+            replication_factor,
+        } => (config, Some((*partitions, *replication_factor)), false),
+        TopicsAction::Check { config, strict } => (config, None, *strict),
+    };
+    let config = Config::load(path.as_deref()).map_err(config_error)?;
+    let report = match create {
+        Some((partitions, replication)) => {
+            let (created, report) = pulse::topics::create(&config, partitions, replication)
+                .await
+                .map_err(|e| runtime_error(e.into()))?;
+            for name in created {
+                println!("created {name}");
+            }
+            report
+        }
+        None => pulse::topics::check(&config)
+            .await
+            .map_err(|e| runtime_error(e.into()))?,
+    };
+    print!("{}", report.render());
+    let failed = report.problems().count() > 0 || (strict && report.unverified().count() > 0);
+    if failed {
+        Err(ExitCode::from(1))
+    } else {
+        Ok(())
+    }
+}
+
 fn config_error(e: ConfigError) -> ExitCode {
     eprintln!("error: {}", pulse::error_chain(&e));
     ExitCode::from(2)
 }
 
-/// Exit 2 for a [`pulse::replay::UsageError`] (a bad flag or config), 1 for anything else.
+/// Exit 2 for a [`pulse::replay::UsageError`] or a [`ConfigError`] (a bad flag or config), 1
+/// for anything else.
 fn usage_or_runtime(e: anyhow::Error) -> ExitCode {
-    if e.is::<pulse::replay::UsageError>() {
+    if let Some(c) = e.downcast_ref::<ConfigError>() {
+        eprintln!("error: {}", pulse::error_chain(c));
+        ExitCode::from(2)
+    } else if e.is::<pulse::replay::UsageError>() {
         eprintln!("error: {e}");
         ExitCode::from(2)
     } else {
@@ -151,9 +246,9 @@ fn runtime_error(e: anyhow::Error) -> ExitCode {
     ExitCode::from(1)
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -1354,6 +1354,14 @@ impl Simulator {
             rng: Rng::seeded(mix64(root ^ 0x0BAD_F00D)),
         }
     }
+
+    /// The ground truth the stream only implies, for judging the scores on simulated data:
+    /// each customer's id and the instant they dropped out (the order after which they buy no
+    /// more, or the bad experience that ended it), `None` while still alive. Complete once the
+    /// iterator is exhausted; before that, only for what has been generated so far.
+    pub fn dropouts(&self) -> impl Iterator<Item = (&str, Option<i64>)> {
+        self.customers.iter().map(|c| (c.id.as_str(), c.dropped_at))
+    }
 }
 
 impl Iterator for Simulator {

@@ -333,10 +333,22 @@ pub fn ingest_dead_lettered(family: &'static str, reason_class: &str) {
     tracing::debug!(family, reason = reason_class, "record dead-lettered");
 }
 
+/// A dead letter that had to be cut to fit the producer's `message.max.bytes` (it is counted
+/// by reason with the others): logged, with where the whole record is, never its content.
+pub fn ingest_dead_letter_truncated(topic: &str, partition: i32, offset: i64) {
+    tracing::warn!(
+        topic,
+        partition,
+        offset,
+        "dead letter cut to the producer's message.max.bytes (pulse.dlq.truncated)"
+    );
+}
+
 /// Reason classes are a closed set; anything else is counted as `other` so labels stay bounded.
 fn bounded_reason(class: &str) -> &'static str {
-    const KNOWN: [&str; 13] = [
+    const KNOWN: [&str; 14] = [
         "bad_json",
+        "not_an_object",
         "bad_field",
         "bad_protobuf",
         "missing_field",
@@ -347,7 +359,7 @@ fn bounded_reason(class: &str) -> &'static str {
         "bad_score",
         "bad_sentiment",
         "too_large",
-        "no_value",
+        "tombstone",
         "future_event",
     ];
     KNOWN

@@ -95,7 +95,7 @@ fn fit_writes_a_fragment_pulse_run_loads_with_the_fitted_values_and_a_json_repor
     assert!(text.contains("events.ndjson"), "{text}");
     let cfg = Config::load(Some(&toml_path)).unwrap().scoring;
     // With the JSON's values (f64 survive TOML and JSON exactly)
-    assert_eq!(cfg.rule_version, "v2-fit-2025-12-01");
+    assert_eq!(cfg.rule_version, "v3-fit-2025-12-01");
     let kind = match best {
         "bg_nbd" => ModelKind::BgNbd,
         "mbg_nbd" => ModelKind::MbgNbd,

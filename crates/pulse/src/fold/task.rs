@@ -185,7 +185,7 @@ impl PartitionTask {
             return;
         }
         if config.fold.dedupe_window_days > 0 {
-            let key = event_key(&event.event_id);
+            let key = event_key(&event.customer_id, &event.event_id);
             if self.dedupe.contains_key(&key) {
                 self.metrics.duplicate();
                 return;
