@@ -6,6 +6,11 @@ use pulse_core::Alert;
 use crate::time::format_rfc3339;
 use crate::{headers, wire, Encoding};
 
+/// The `schema` header of every alert: `docs/schemas/alert.schema.json` describes this version
+/// (its `$id` ends in it). Fields may be added within a version; a field that changes type or
+/// meaning bumps it.
+pub const ALERT_SCHEMA: &str = "pulse.v1.Alert/1";
+
 /// The wire form of an alert, with its deterministic id.
 pub fn alert_to_wire(alert: &Alert, alert_id: &str) -> wire::Alert {
     wire::Alert {
@@ -25,10 +30,22 @@ pub fn alert_to_wire(alert: &Alert, alert_id: &str) -> wire::Alert {
             .reasons
             .iter()
             .map(|r| wire::Reason {
-                signal: r.signal.to_string(),
+                signal: r.signal.as_str().to_string(),
                 value: r.value,
                 contribution: r.contribution,
                 text: r.text.clone(),
+            })
+            .collect(),
+        value_tier: alert.value_tier.map(|t| t.as_str().to_string()),
+        money: alert
+            .money
+            .iter()
+            .map(|m| {
+                let money = wire::Money {
+                    amount_minor: m.amount_minor,
+                    currency: m.currency.clone(),
+                };
+                (m.name.to_string(), money)
             })
             .collect(),
     }
@@ -63,6 +80,6 @@ pub fn alert_headers(
         (headers::CE_TIME, alert.occurred_at.clone()),
         (headers::CE_SUBJECT, alert.customer_id.clone()),
         (headers::CONTENT_TYPE, encoding.content_type().to_string()),
-        (headers::SCHEMA, "pulse.v1.Alert/1".to_string()),
+        (headers::SCHEMA, ALERT_SCHEMA.to_string()),
     ]
 }

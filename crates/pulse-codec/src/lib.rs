@@ -20,7 +20,7 @@ pub mod wire {
     include!(concat!(env!("OUT_DIR"), "/pulse.v1.rs"));
 }
 
-pub use alert::{alert_headers, alert_to_wire, decode_alert, encode_alert};
+pub use alert::{alert_headers, alert_to_wire, decode_alert, encode_alert, ALERT_SCHEMA};
 pub use canonical::{decode_canonical, encode_canonical, Canonical, Source, TickSource};
 pub use changelog::{
     changelog_schema, changelog_schema_version, customer_changelog_key, decode_changelog,

@@ -57,7 +57,7 @@
 //! instant it was announced on, so evaluating a past instant (the profile API's `?at=`) is
 //! not distorted by a later announcement.
 
-use crate::alert::{Alert, AlertKind, Reason, Score};
+use crate::alert::{Alert, AlertKind, Money, Reason, ReasonSignal, RuleSignal, Score};
 use crate::config::{ModelKind, ScoringConfig, Weights};
 use crate::event::{day_of, Body, ClickKind, Event, Millis, OrderKind, SupportKind, DAY, HOUR};
 use crate::models::{discounted_clv, BgNbd, ClvSchedule, ExpectedPurchases, MbgNbd, ParetoNbd};
@@ -1341,6 +1341,8 @@ pub fn decide(
     if stage_changed || announce_segment {
         let eval = finish(state, &a, now, next, cfg);
         let scores = scores(&eval);
+        let money = money(state, &eval);
+        let value_tier = eval.clv.map(|c| c.tier);
         let from_stage = announced.stage;
         let from_segment = announced.segment;
         let alert = |kind, from, to, reasons| Alert {
@@ -1352,6 +1354,8 @@ pub fn decide(
             to,
             scores: scores.clone(),
             reasons,
+            value_tier,
+            money: money.clone(),
         };
         if stage_changed {
             // A churn warning and the stage change it comes with share their reasons.
@@ -1398,7 +1402,7 @@ pub fn reasons(eval: &Evaluation, kind: AlertKind, cfg: &ScoringConfig) -> Vec<R
         AlertKind::SegmentChanged => {
             let days = eval.days_since_last_order.unwrap_or(0.0);
             out.push(Reason {
-                signal: "recency_score",
+                signal: ReasonSignal::Rule(RuleSignal::RecencyScore),
                 value: f64::from(eval.recency_score),
                 contribution: 0.0,
                 text: format!(
@@ -1408,7 +1412,7 @@ pub fn reasons(eval: &Evaluation, kind: AlertKind, cfg: &ScoringConfig) -> Vec<R
                 ),
             });
             out.push(Reason {
-                signal: "frequency_score",
+                signal: ReasonSignal::Rule(RuleSignal::FrequencyScore),
                 value: f64::from(eval.frequency_score),
                 contribution: 0.0,
                 text: format!("frequency score {} of 5", eval.frequency_score),
@@ -1421,7 +1425,7 @@ pub fn reasons(eval: &Evaluation, kind: AlertKind, cfg: &ScoringConfig) -> Vec<R
         let contribution = eval.contributions.get(s).unwrap_or(0.0);
         if s.weight(&cfg.scorecard.risk) > 0.0 {
             out.push(Reason {
-                signal: s.as_str(),
+                signal: ReasonSignal::Scorecard(s),
                 value: v,
                 contribution,
                 text: signal_text(s, v, eval, cfg),
@@ -1436,13 +1440,13 @@ fn stage_reason(eval: &Evaluation, cfg: &ScoringConfig) -> Reason {
     let days = eval.days_since_last_order.unwrap_or(0.0);
     let (d, risk_2) = (fixed(days, 0), fixed(eval.churn_risk, 2));
     let risk = |text: String| Reason {
-        signal: "churn_risk",
+        signal: ReasonSignal::Rule(RuleSignal::ChurnRisk),
         value: eval.churn_risk,
         contribution: eval.churn_risk,
         text,
     };
     let silence = |text: String| Reason {
-        signal: "days_since_last_order",
+        signal: ReasonSignal::Rule(RuleSignal::DaysSinceLastOrder),
         value: days,
         contribution: 0.0,
         text,
@@ -1489,7 +1493,7 @@ fn stage_reason(eval: &Evaluation, cfg: &ScoringConfig) -> Reason {
         )),
         StageCause::Active => risk(format!("churn risk {risk_2}; last order {d} days ago")),
         StageCause::NoOrder => Reason {
-            signal: "orders",
+            signal: ReasonSignal::Rule(RuleSignal::Orders),
             value: 0.0,
             contribution: 0.0,
             text: "no order yet".to_string(),
@@ -1574,9 +1578,34 @@ impl std::fmt::Display for Fixed {
     }
 }
 
+/// The monetary figures of an alert, each with the customer's currency (that of their first
+/// order; orders in another currency are counted, not summed): net spend so far and, when
+/// there is a CLV, the expected CLV and spend per purchase, rounded to whole minor units.
+/// None before the first order.
+pub fn money(state: &CustomerState, eval: &Evaluation) -> Vec<Money> {
+    let Some(currency) = &state.orders.currency else {
+        return Vec::new();
+    };
+    let figure = |name, amount_minor| Money {
+        name,
+        amount_minor,
+        currency: currency.clone(),
+    };
+    let mut out = vec![figure("net_spend", state.orders.total_minor)];
+    if let Some(c) = eval.clv {
+        // Finite by construction (`clv_at`); `as` saturates at the i64 bounds.
+        out.push(figure("clv", c.clv_minor.round() as i64));
+        out.push(figure(
+            "expected_spend",
+            c.expected_spend_minor.round() as i64,
+        ));
+    }
+    out
+}
+
 /// The scores that go on every alert (and the profile API), in a fixed order; absent values
-/// are left out. Money is in minor units of the customer's currency; `value_tier` is 1 (low),
-/// 2 (mid) or 3 (high).
+/// are left out. Money is in minor units of the customer's currency ([`money`] names it);
+/// `value_tier` is 1 (low), 2 (mid) or 3 (high) (alerts also carry its name).
 pub fn scores(eval: &Evaluation) -> Vec<Score> {
     let mut s = vec![
         Score::new("churn_risk", eval.churn_risk),

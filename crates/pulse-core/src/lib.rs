@@ -21,7 +21,7 @@ pub mod sentiment;
 pub mod state;
 pub mod whatif;
 
-pub use alert::{Alert, AlertKind, Reason, Score};
+pub use alert::{Alert, AlertKind, Money, Reason, ReasonSignal, RuleSignal, Score};
 pub use config::ScoringConfig;
 pub use engine::{
     clv_of, decide, evaluate, summary, Decision, Evaluation, Input, Signal, StageCause, Summary,

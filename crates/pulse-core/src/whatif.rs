@@ -133,7 +133,7 @@ pub struct ReasonView {
 impl From<&Reason> for ReasonView {
     fn from(r: &Reason) -> Self {
         ReasonView {
-            signal: r.signal,
+            signal: r.signal.as_str(),
             value: r.value,
             contribution: r.contribution,
             text: r.text.clone(),

@@ -711,7 +711,56 @@ fn given_a_stage_alert_then_it_carries_version_before_after_scores_and_reasons()
     assert!(warning
         .reasons
         .iter()
-        .any(|r| r.signal == "nps" && r.contribution > 0.0));
+        .any(|r| r.signal.as_str() == "nps" && r.contribution > 0.0));
+}
+
+#[test]
+fn given_orders_in_two_currencies_then_alert_money_is_in_the_first_and_the_tier_is_named() {
+    use pulse_core::event::{Body, Order, OrderKind};
+    let order = |currency: &str, amount_minor| {
+        Body::Order(Order {
+            kind: OrderKind::Placed,
+            order_id: format!("o-{currency}-{amount_minor}"),
+            amount_minor,
+            currency: currency.into(),
+            item_count: 1,
+            channel: None,
+        })
+    };
+    // Given a customer whose first orders are in USD and a later one in EUR
+    let mut c = Customer::new();
+    for w in 0..5 {
+        c.event(day(7.0 * f64::from(w)), order("USD", 2000 + i64::from(w)));
+    }
+    c.event(day(35.0), order("EUR", 99_999));
+    // When they go silent and are warned
+    c.advance(day(150.0));
+    let warning = c
+        .alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::ChurnWarning)
+        .expect("a churn warning");
+    // Then every monetary figure is in USD, the EUR order counted but not summed
+    let money: Vec<(&str, i64, &str)> = warning
+        .money
+        .iter()
+        .map(|m| (m.name, m.amount_minor, m.currency.as_str()))
+        .collect();
+    assert_eq!(money[0], ("net_spend", 10_010, "USD"), "{money:?}");
+    let clv = warning.money.iter().find(|m| m.name == "clv").expect("clv");
+    assert_eq!(clv.currency, "USD");
+    let score = |n| warning.scores.iter().find(|s| s.name == n).unwrap().value;
+    assert_eq!(clv.amount_minor, score("clv_minor").round() as i64);
+    assert_eq!(money.len(), 3, "{money:?}");
+    // And the value tier is the one the CLV falls in, by name
+    let tier = warning.value_tier.expect("a value tier");
+    assert_eq!(f64::from(tier.rank()), score("value_tier"));
+    // And before any order there is no money and no tier
+    let mut prospect = Customer::new();
+    prospect.nps(day(0.0), 0);
+    let e = prospect.eval(day(0.0));
+    assert!(engine::money(prospect.state(), &e).is_empty());
+    assert!(e.clv.is_none());
 }
 
 #[test]

@@ -155,7 +155,9 @@ fn judge(truth: &Truth, scoring: &pulse_core::ScoringConfig) -> Rates {
     let count = |k: AlertKind| run.alerts.iter().filter(|a| a.alert.kind == k).count();
     let mut first_reason: HashMap<&str, usize> = HashMap::new();
     for a in &warnings {
-        *first_reason.entry(a.reasons[0].signal).or_default() += 1;
+        *first_reason
+            .entry(a.reasons[0].signal.as_str())
+            .or_default() += 1;
     }
 
     let n = buyers.len();
