@@ -1,6 +1,8 @@
 //! (a) A customer's fate, controlled by the test: weekly orders, then silence. at_risk and
 //! churned must fire at the configured thresholds, from ticks alone (their partition of the
-//! canonical log receives no event after the last order), on both brokers.
+//! canonical log receives no event after the last order), on both brokers. Every alert read
+//! back from the broker, value and headers, is valid against the published schema of its
+//! topic (docs/schemas/alert.schema.json).
 
 use std::time::Duration;
 
@@ -8,6 +10,20 @@ use pulse_e2e::{
     config, consume_all, consume_until, day, http_get, produce, producer, weekly_buyer_and_driver,
     Broker, SCORING_V2,
 };
+
+/// The published alert schema with one of its `$defs` (a topic's alerts, the headers) as root.
+fn schema_of(def: &str) -> jsonschema::Validator {
+    let mut s: serde_json::Value =
+        serde_json::from_str(include_str!("../../docs/schemas/alert.schema.json")).unwrap();
+    let root = s.as_object_mut().unwrap();
+    root.remove("oneOf");
+    root.insert("$ref".into(), format!("#/$defs/{def}").into());
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&s)
+        .expect("the schema compiles")
+}
 
 async fn weekly_buyer_goes_silent(broker: Broker) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -104,6 +120,24 @@ async fn weekly_buyer_goes_silent(broker: Broker) -> anyhow::Result<()> {
             "every alert has a reason: {a}"
         );
         assert_eq!(a["alert_id"].as_str().map(str::len), Some(32));
+    }
+    // Every alert on the broker, its headers included, is what the published schema of its
+    // topic describes
+    let headers = schema_of("headers");
+    for r in &lifecycle {
+        let def = if r.topic == cfg.topics.churn_warnings {
+            "churn_warning"
+        } else {
+            "lifecycle_stage_changed"
+        };
+        let value: serde_json::Value = serde_json::from_slice(&r.value)?;
+        if let Err(e) = schema_of(def).validate(&value) {
+            panic!("[{}] {value} is not a valid {def}: {e}", broker.name());
+        }
+        let h = serde_json::to_value(&r.headers)?;
+        if let Err(e) = headers.validate(&h) {
+            panic!("[{}] headers {h}: {e}", broker.name());
+        }
     }
     // Churn warnings carry the CloudEvents binary-mode headers.
     let warning = lifecycle
