@@ -379,6 +379,33 @@ print(f"    {len(rules)} rules, each with firing and not-firing cases" if not ba
 sys.exit(1 if bad else 0)
 EOF
 
+step "prometheus: every alert rule's runbook_url is a section of RUNBOOK.md, every section a rule's"
+"$PY" - "$DEPLOY/prometheus/alerts.yml" "$ROOT/RUNBOOK.md" <<'EOF' || fail "alert rules and RUNBOOK.md do not match (see above)"
+import re, sys, yaml
+rules = [r for g in yaml.safe_load(open(sys.argv[1]))["groups"] for r in g["rules"] if "alert" in r]
+def slug(heading):  # the anchor GitHub and most Markdown renderers give a heading
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+sections = {slug(m.group(1)): m.group(1) for m in re.finditer(r"^## (.+)$", open(sys.argv[2]).read(), re.M)}
+bad, used = [], set()
+for r in rules:
+    url = r.get("annotations", {}).get("runbook_url", "")
+    m = re.fullmatch(r"RUNBOOK\.md#([\w-]+)", url)
+    if not m:
+        bad.append(f"alert {r['alert']}: runbook_url {url!r} is not RUNBOOK.md#<section>")
+    elif m.group(1) not in sections:
+        bad.append(f"alert {r['alert']}: RUNBOOK.md has no section #{m.group(1)}")
+    else:
+        used.add(m.group(1))
+        if sections[m.group(1)] != r["alert"]:
+            bad.append(f"alert {r['alert']}: its runbook_url points at the section {sections[m.group(1)]!r}")
+for s in sorted(set(sections) - used):
+    bad.append(f"RUNBOOK.md section {sections[s]!r} belongs to no alert rule")
+for b in bad: print("    " + b)
+if not bad: print(f"    {len(rules)} rules, {len(sections)} sections, one each")
+sys.exit(1 if bad else 0)
+EOF
+ok "runbook_url of every rule resolves in RUNBOOK.md"
+
 # ---------------------------------------------------------------------------------------------
 step "grafana: provisioning and dashboard structure, every query parses (promtool)"
 "$PY" - "$DEPLOY" "$WORK" <<'EOF' || fail "grafana checks (see above)"
