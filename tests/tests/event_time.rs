@@ -1,4 +1,4 @@
-//! Event-time safety (issue 12 §1), against librdkafka's mock cluster: an event dated 2199
+//! Event-time safety, against librdkafka's mock cluster: an event dated 2199
 //! among normal traffic is dead-lettered as `future_event` and changes no customer's stage or
 //! alerts (compared with the same traffic without it); with the check off the partition clock
 //! follows the log, as README "Event time" documents, and the outlier churns every customer

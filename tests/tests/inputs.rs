@@ -1,4 +1,4 @@
-//! Nothing a producer sends stops pulse or makes it drop another customer's event (issue 16),
+//! Nothing a producer sends stops pulse or makes it drop another customer's event,
 //! through ingest and fold (against librdkafka's mock cluster, or tansu where said):
 //! - event-id dedupe is per customer: customer A's order and customer B's NPS answer with the
 //!   same `event_id` on the same canonical partition are both folded; A's order re-sent is

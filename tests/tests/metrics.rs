@@ -1,4 +1,4 @@
-//! The metrics issue 5 §1 asked for, scraped from a live service over real HTTP (mock broker):
+//! The end-to-end and process metrics, scraped from a live service over real HTTP (mock broker):
 //! ingest decode time, timers pending and fired, the end-to-end alert histograms (staleness by
 //! cause, consumed → acknowledged latency), state bytes per partition and the process series.
 //! Each must exist and move between two scrapes while the service works.

@@ -1,4 +1,4 @@
-//! `pulse topics create|check` and the check `pulse run` makes before it starts (issue 12 §2),
+//! `pulse topics create|check` and the check `pulse run` makes before it starts,
 //! against real brokers: tansu, which implements CreateTopics and DescribeConfigs, for the
 //! problems a check must name (a changelog that is not compacted, a partition-count mismatch
 //! with the canonical log, a canonical log with finite retention, a missing topic) and for

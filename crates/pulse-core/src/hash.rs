@@ -55,7 +55,7 @@ pub fn customer_key_hex(customer_id: &str) -> String {
 /// The dedupe key of an event: its id among its customer's events. Producers number events
 /// per source system, so two customers' events may share an id (an order and an NPS answer
 /// both `1001`); with the customer in the key one is never dropped as the other's duplicate.
-/// (Until issue 16 the key was the event id alone: entries of that form left in a store or a
+/// (Earlier versions keyed by the event id alone: entries of that form left in a store or a
 /// changelog match no new key and leave the window as its clock passes them.)
 pub fn event_key(customer_id: &str, event_id: &str) -> u128 {
     StableHasher::default()
@@ -85,7 +85,7 @@ mod tests {
 
     #[test]
     fn event_keys_are_per_customer() {
-        // Issue 16: customer B's NPS answer `1001` is not a duplicate of customer A's order `1001`.
+        // Customer B's NPS answer `1001` is not a duplicate of customer A's order `1001`.
         assert_ne!(event_key("cust-a", "1001"), event_key("cust-b", "1001"));
         assert_ne!(event_key("cust-a", "1001"), event_key("cust-a", "1002"));
         // The fields stay apart: ("c1", "0") is not ("c", "10").

@@ -125,7 +125,7 @@ fn cdnow_fits_agree_with_lifetimes() {
     let report = fit_all(&s, &FitOptions::default()).unwrap();
 
     // Then every model agrees with lifetimes 0.11.3 to 1e-4 (numbers from
-    // `/tmp/lt/venv/bin/python crates/pulse-core/tests/fixtures/cdnow/lifetimes_reference.py`)
+    // `.tools/venv-lifetimes/bin/python crates/pulse-core/tests/fixtures/cdnow/lifetimes_reference.py`)
     assert_fit(
         &report.bg_nbd,
         &[

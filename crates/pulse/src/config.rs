@@ -725,7 +725,7 @@ mod tests {
             DEFAULT_MESSAGE_MAX_BYTES - RECORD_HEADROOM,
             "the default input limit is the most the default producer can carry"
         );
-        // The limit of before issue 16 (1 MiB) is more than librdkafka's producer sends.
+        // The earlier default (1 MiB) is more than librdkafka's producer sends.
         let err = Config::with_overrides("[ingest]\nmax_record_bytes = 1048576")
             .unwrap_err()
             .to_string();

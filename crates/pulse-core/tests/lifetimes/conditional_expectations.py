@@ -2,8 +2,8 @@
 number of repeat purchases E[X(T, T+t) | x, t_x, T] for fixed parameters (the defaults of
 [scoring.model], CDNOW fits, in weeks). Not run by CI; run once by hand:
 
-    python3 -m venv /tmp/venv-lifetimes && /tmp/venv-lifetimes/bin/pip install lifetimes==0.11.3
-    /tmp/venv-lifetimes/bin/python crates/pulse-core/tests/lifetimes/conditional_expectations.py
+    python3 -m venv .tools/venv-lifetimes && .tools/venv-lifetimes/bin/pip install lifetimes==0.11.3
+    .tools/venv-lifetimes/bin/python crates/pulse-core/tests/lifetimes/conditional_expectations.py
 
 and paste its output into the test. The histories are given as purchase days (day 0 is the
 first purchase) and a split day, exactly as the test builds them.
