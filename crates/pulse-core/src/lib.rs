@@ -27,5 +27,5 @@ pub use engine::{
     clv_of, decide, evaluate, summary, Decision, Evaluation, Input, Signal, StageCause, Summary,
 };
 pub use event::{Body, Event, Millis, DAY};
-pub use partition::Partition;
+pub use partition::{Memory, Partition, States};
 pub use state::{CustomerState, NpsClass, Segment, Stage, ValueTier};

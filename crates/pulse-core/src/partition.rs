@@ -10,8 +10,9 @@
 //!
 //! What is the service's, not the rules', stays out: event-id dedupe, erasure suppression,
 //! the outbox, counts and metrics sit around [`Partition::advance`] and [`Partition::apply`]
-//! (which is why they are two steps). Storage is private so that where states live (a map
-//! today) can change without touching the drivers.
+//! (which is why they are two steps). Where states and timers live is a [`States`]: [`Memory`]
+//! (a map and an ordered set) for replay, the backtest, the benches and tests; fold's is
+//! pulse-store's sled-backed one with a bounded cache. The rules never see the difference.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -21,15 +22,92 @@ use crate::engine::{decide, Input};
 use crate::event::{Event, Millis};
 use crate::state::CustomerState;
 
-/// A partition's customers, clock and pending timers. Pure: time only moves when a caller
-/// passes it in.
+/// Where a partition's customer states and their timers live. The timer index holds exactly
+/// one `(due, customer id)` per customer with a `next_timer`, and its order is the firing
+/// order. Implementations do no rule work; one backed by storage may fail to read, which it
+/// keeps for its owner to check (so the rules stay free of I/O errors).
+pub trait States {
+    /// The customer's state, if known, for reading.
+    fn get(&mut self, id: &str) -> Option<&CustomerState>;
+    /// The customer's state, if known, to change.
+    fn get_mut(&mut self, id: &str) -> Option<&mut CustomerState>;
+    /// The customer's state, created at its default if new.
+    fn get_or_insert(&mut self, id: &str) -> &mut CustomerState;
+    /// Forgets a customer; its timer must be unset by the caller.
+    fn remove(&mut self, id: &str) -> Option<CustomerState>;
+    /// The first pending timer in (due, customer id) order.
+    fn first_timer(&mut self) -> Option<(Millis, String)>;
+    /// Moves the customer's index entry from `from` to `to` (either may be `None`).
+    fn set_timer(&mut self, id: &str, from: Option<Millis>, to: Option<Millis>);
+    /// Customers held.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Timers pending.
+    fn pending_timers(&self) -> usize;
+}
+
+/// States in memory: a map and the timer index as an ordered set.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Partition {
-    clock: Millis,
+pub struct Memory {
     customers: HashMap<String, CustomerState>,
-    /// Exactly one entry per customer with a `next_timer`: `(next_timer, customer id)`. The
-    /// set's order is the firing order.
     timers: BTreeSet<(Millis, String)>,
+}
+
+impl States for Memory {
+    fn get(&mut self, id: &str) -> Option<&CustomerState> {
+        self.customers.get(id)
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut CustomerState> {
+        self.customers.get_mut(id)
+    }
+
+    fn get_or_insert(&mut self, id: &str) -> &mut CustomerState {
+        // Looked up before inserting so that a known customer's id is not copied per event.
+        if !self.customers.contains_key(id) {
+            self.customers
+                .insert(id.to_string(), CustomerState::default());
+        }
+        self.customers.get_mut(id).expect("just inserted")
+    }
+
+    fn remove(&mut self, id: &str) -> Option<CustomerState> {
+        self.customers.remove(id)
+    }
+
+    fn first_timer(&mut self) -> Option<(Millis, String)> {
+        self.timers.first().cloned()
+    }
+
+    fn set_timer(&mut self, id: &str, from: Option<Millis>, to: Option<Millis>) {
+        if from == to {
+            return;
+        }
+        // The id leaves the set with the old timer and enters it with the new one.
+        let key = from.and_then(|t| self.timers.take(&(t, id.to_string())));
+        if let Some(t) = to {
+            let id = key.map_or_else(|| id.to_string(), |(_, id)| id);
+            self.timers.insert((t, id));
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.customers.len()
+    }
+
+    fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+}
+
+/// A partition's clock and its customers' states and timers. Pure: time only moves when a
+/// caller passes it in.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Partition<S = Memory> {
+    clock: Millis,
+    states: S,
 }
 
 impl Partition {
@@ -37,7 +115,7 @@ impl Partition {
     /// ingest accepts (years 2000 to 2200), and what a store with no checkpoint resumes at.
     pub const START: Millis = 0;
 
-    /// An empty partition at [`Partition::START`].
+    /// An empty partition at [`Partition::START`], in memory.
     pub fn new() -> Self {
         Partition::default()
     }
@@ -55,9 +133,37 @@ impl Partition {
             .collect();
         Partition {
             clock,
-            customers,
-            timers,
+            states: Memory { customers, timers },
         }
+    }
+
+    pub fn customer(&self, customer_id: &str) -> Option<&CustomerState> {
+        self.states.customers.get(customer_id)
+    }
+
+    /// Every customer, in no particular order.
+    pub fn customers(&self) -> impl Iterator<Item = (&String, &CustomerState)> {
+        self.states.customers.iter()
+    }
+
+    /// The next timer to fire: `(due, customer id)`.
+    pub fn next_timer(&self) -> Option<(Millis, &str)> {
+        self.states.timers.first().map(|(t, id)| (*t, id.as_str()))
+    }
+}
+
+impl<S: States> Partition<S> {
+    /// A partition at `clock` over `states` as they were committed (fold's sled-backed ones).
+    pub fn with_states(clock: Millis, states: S) -> Self {
+        Partition { clock, states }
+    }
+
+    pub fn states(&self) -> &S {
+        &self.states
+    }
+
+    pub fn states_mut(&mut self) -> &mut S {
+        &mut self.states
     }
 
     /// The largest event or tick time folded (or the clock restored).
@@ -80,13 +186,13 @@ impl Partition {
             return;
         }
         self.clock = time;
-        while let Some((due, _)) = self.timers.first() {
-            if *due > self.clock {
+        while let Some((due, id)) = self.states.first_timer() {
+            if due > self.clock {
                 break;
             }
-            let (due, id) = self.timers.pop_first().expect("a first timer");
-            let Some(state) = self.customers.get_mut(&id) else {
+            let Some(state) = self.states.get_mut(&id) else {
                 debug_assert!(false, "timer of an unknown customer {id}");
+                self.states.set_timer(&id, Some(due), None);
                 continue;
             };
             debug_assert_eq!(state.next_timer, Some(due), "stale timer of {id}");
@@ -94,9 +200,7 @@ impl Partition {
             // Invariant 10: a timer is later than the instant that set it, so this loop ends.
             debug_assert!(decision.next_timer.is_none_or(|t| t > due));
             on(&id, due, state, decision.alerts);
-            if let Some(next) = decision.next_timer {
-                self.timers.insert((next, id));
-            }
+            self.states.set_timer(&id, Some(due), decision.next_timer);
         }
     }
 
@@ -111,22 +215,11 @@ impl Partition {
             self.clock
         );
         let id = event.customer_id.as_str();
-        // Looked up before inserting so that a known customer's id is not copied per event.
-        let state = match self.customers.get_mut(id) {
-            Some(state) => state,
-            None => self.customers.entry(id.to_string()).or_default(),
-        };
+        let state = self.states.get_or_insert(id);
         let before = state.next_timer;
         let decision = decide(state, id, Input::Event(event), self.clock, cfg);
         debug_assert!(decision.next_timer.is_none_or(|t| t > self.clock));
-        if before != decision.next_timer {
-            // The id leaves the set with the old timer and enters it with the new one.
-            let key = before.and_then(|t| self.timers.take(&(t, id.to_string())));
-            if let Some(t) = decision.next_timer {
-                let id = key.map_or_else(|| id.to_string(), |(_, id)| id);
-                self.timers.insert((t, id));
-            }
-        }
+        self.states.set_timer(id, before, decision.next_timer);
         decision.alerts
     }
 
@@ -142,39 +235,28 @@ impl Partition {
 
     /// Forgets a customer (erasure): its state and its timer.
     pub fn remove(&mut self, customer_id: &str) -> Option<CustomerState> {
-        let state = self.customers.remove(customer_id)?;
-        if let Some(t) = state.next_timer {
-            self.timers.remove(&(t, customer_id.to_string()));
-        }
+        let state = self.states.remove(customer_id)?;
+        self.states.set_timer(customer_id, state.next_timer, None);
         Some(state)
     }
 
-    pub fn customer(&self, customer_id: &str) -> Option<&CustomerState> {
-        self.customers.get(customer_id)
-    }
-
-    /// Every customer, in no particular order.
-    pub fn customers(&self) -> impl Iterator<Item = (&String, &CustomerState)> {
-        self.customers.iter()
+    /// The customer's state, if known (a storage-backed `States` may read it in).
+    pub fn lookup(&mut self, customer_id: &str) -> Option<&CustomerState> {
+        self.states.get(customer_id)
     }
 
     /// Customers held.
     pub fn len(&self) -> usize {
-        self.customers.len()
+        self.states.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.customers.is_empty()
+        self.states.is_empty()
     }
 
     /// Timers scheduled (one per customer at most).
     pub fn pending_timers(&self) -> usize {
-        self.timers.len()
-    }
-
-    /// The next timer to fire: `(due, customer id)`.
-    pub fn next_timer(&self) -> Option<(Millis, &str)> {
-        self.timers.first().map(|(t, id)| (*t, id.as_str()))
+        self.states.pending_timers()
     }
 }
 

@@ -14,7 +14,15 @@
 //! - `b't' ++ u64 sequence`         → i64 tag: the checkpoint offset of the commit whose
 //!   outbox starts at that sequence (exactly-once mode compares it with the group's
 //!   transactionally committed offset)
+//! - `b'T' ++ u64 due ++ customer_id` → nothing: the timer index, one entry per customer with
+//!   a `next_timer`, in firing order (due as i64 with its sign bit flipped, so a range scan
+//!   from the start finds the first timer)
+//! - `b'n' ++ name`                 → i64 count kept by the writer (`customers`, `timers`, and
+//!   fold's per stage and segment), so nothing is counted by a scan
 //! - `b'm' ++ name`                 → metadata (`schema`, `checkpoint`, `rewrite`)
+//!
+//! Fold does not hold a partition's customers in memory: [`CachedStates`] (in `cache.rs`)
+//! reads them in on demand and keeps the recently used ones within a byte budget.
 //!
 //! Physical erasure: sled is log-structured, so a removed value stays in old segments until
 //! sled happens to rewrite them. A commit that erases a customer therefore also sets the
@@ -22,6 +30,10 @@
 //! directory that replaces the old one, which is deleted. It is crash-safe: `open` finishes or
 //! discards an interrupted rewrite, and the mark survives until a rewrite completed.
 
+mod cache;
+pub use cache::CachedStates;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -30,13 +42,19 @@ use pulse_core::{CustomerState, Millis};
 
 /// Version of the key layout and metadata encoding of this crate.
 /// 2: dedupe entries name their customer's key; suppression entries; the rewrite mark.
-pub const STORE_SCHEMA_VERSION: u16 = 2;
+/// 3: the timer index and the kept counts (a schema-2 store is upgraded in place at open).
+pub const STORE_SCHEMA_VERSION: u16 = 3;
+
+/// sled's own page cache per partition database (sled's default is 1 GiB each).
+pub const SLED_CACHE_BYTES: u64 = 16 << 20;
 
 const CUSTOMER: u8 = b'c';
 const DEDUPE: u8 = b'd';
 const SUPPRESSED: u8 = b's';
 const OUTBOX: u8 = b'o';
 const OUTBOX_TAG: u8 = b't';
+const TIMER: u8 = b'T';
+const COUNT: u8 = b'n';
 const META_SCHEMA: &[u8] = b"mschema";
 const META_CHECKPOINT: &[u8] = b"mcheckpoint";
 const META_REWRITE: &[u8] = b"mrewrite";
@@ -98,6 +116,11 @@ pub struct Commit {
     pub suppressed: Vec<(u128, Millis)>,
     /// Committed outbox records withdrawn by this commit (an erased customer's).
     pub outbox_purged: Vec<u64>,
+    /// Timer index changes `(due, customer id, set)`, applied in order (a later one for the
+    /// same entry wins).
+    pub timers: Vec<(Millis, String, bool)>,
+    /// Counts as of this commit, by name (absolute values).
+    pub counts: Vec<(String, i64)>,
 }
 
 /// The state of one partition. Clones share one database handle, which
@@ -128,7 +151,9 @@ impl PartitionStore {
                     what: "schema",
                     source: None,
                 })?;
-                if found != STORE_SCHEMA_VERSION {
+                if found == 2 {
+                    upgrade_from_2(&db)?;
+                } else if found != STORE_SCHEMA_VERSION {
                     return Err(StoreError::SchemaVersion {
                         found,
                         supported: STORE_SCHEMA_VERSION,
@@ -178,6 +203,31 @@ impl PartitionStore {
             let id = String::from_utf8_lossy(&k[1..]).into_owned();
             Ok((id, decode_state(&v)?))
         })
+    }
+
+    /// The counts kept by [`Commit::counts`], by name.
+    pub fn counts(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+        self.db()
+            .scan_prefix([COUNT])
+            .map(|kv| {
+                let (k, v) = kv?;
+                let n =
+                    i64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                        what: "count",
+                        source: None,
+                    })?);
+                Ok((String::from_utf8_lossy(&k[1..]).into_owned(), n))
+            })
+            .collect()
+    }
+
+    /// Every pending timer `(due, customer id)` in firing order (for checks and tests; fold
+    /// reads the index through [`CachedStates`]).
+    pub fn timers(&self) -> Result<Vec<(Millis, String)>, StoreError> {
+        self.db()
+            .scan_prefix([TIMER])
+            .map(|kv| decode_timer_key(&kv?.0))
+            .collect()
     }
 
     /// `(event-id hash, seen at, customer key)` of every dedupe entry.
@@ -278,6 +328,17 @@ impl PartitionStore {
                 Some(s) => batch.insert(key, encode_state(s)),
                 None => batch.remove(key),
             }
+        }
+        for (due, id, set) in &commit.timers {
+            let key = timer_key(*due, id);
+            if *set {
+                batch.insert(key, &[][..]);
+            } else {
+                batch.remove(key);
+            }
+        }
+        for (name, n) in &commit.counts {
+            batch.insert(prefixed(COUNT, name.as_bytes()), &n.to_be_bytes());
         }
         for (k, entry) in &commit.dedupe {
             let key = prefixed(DEDUPE, &k.to_be_bytes());
@@ -457,6 +518,7 @@ fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
         match sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(SLED_CACHE_BYTES)
             .open()
         {
             Err(sled::Error::Io(e))
@@ -468,6 +530,48 @@ fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
             other => return other,
         }
     }
+}
+
+/// Schema 2 had no timer index and no kept counts: both are built from the customers, in
+/// one batch with the new version, so a crash leaves either store whole.
+fn upgrade_from_2(db: &sled::Db) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    let (mut customers, mut timers) = (0i64, 0i64);
+    for kv in db.scan_prefix([CUSTOMER]) {
+        let (k, v) = kv?;
+        customers += 1;
+        if let Some(due) = decode_state(&v)?.next_timer {
+            timers += 1;
+            batch.insert(timer_key(due, &String::from_utf8_lossy(&k[1..])), &[][..]);
+        }
+    }
+    batch.insert(prefixed(COUNT, b"customers"), &customers.to_be_bytes());
+    batch.insert(prefixed(COUNT, b"timers"), &timers.to_be_bytes());
+    batch.insert(META_SCHEMA, &STORE_SCHEMA_VERSION.to_be_bytes());
+    db.apply_batch(batch)?;
+    db.flush()?;
+    Ok(())
+}
+
+/// `b'T' ++ due (sign bit flipped, big-endian) ++ customer id`: byte order is (due, id) order.
+fn timer_key(due: Millis, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + id.len());
+    k.push(TIMER);
+    k.extend_from_slice(&((due as u64) ^ (1 << 63)).to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn decode_timer_key(k: &[u8]) -> Result<(Millis, String), StoreError> {
+    let due = k
+        .get(1..9)
+        .and_then(|b| b.try_into().ok())
+        .map(|b| (u64::from_be_bytes(b) ^ (1 << 63)) as Millis)
+        .ok_or(StoreError::Corrupt {
+            what: "timer",
+            source: None,
+        })?;
+    Ok((due, String::from_utf8_lossy(&k[9..]).into_owned()))
 }
 
 fn prefixed(prefix: u8, rest: &[u8]) -> Vec<u8> {

@@ -124,6 +124,8 @@ pub struct FoldConfig {
     pub state_dir: PathBuf,
     pub commit_max_events: usize,
     pub commit_interval_ms: u64,
+    /// Bytes of customer state each partition's cache holds (customers live in sled).
+    pub cache_bytes: usize,
     pub dedupe_window_days: i64,
     pub fsync: bool,
     /// Least time between two rewrites of a partition's database after erasures (0: after
@@ -394,6 +396,7 @@ impl Config {
                 self.ingest.tick_interval_ms as i64,
             ),
             ("fold.commit_max_events", self.fold.commit_max_events as i64),
+            ("fold.cache_bytes", self.fold.cache_bytes as i64),
             (
                 "fold.commit_interval_ms",
                 self.fold.commit_interval_ms as i64,

@@ -259,8 +259,13 @@ pub(super) fn restore(
     };
     for (id, version, state) in customers.into_values().flatten() {
         let state = pulse_store::decode_state_parts(version, &state)?;
+        if let Some(due) = state.next_timer {
+            commit.timers.push((due, id.clone(), true));
+        }
         commit.customers.push((id, Some(state)));
     }
+    // The store has no checkpoint, so no customer, timer or count: these are all of them.
+    commit.counts = super::counts::tally(commit.customers.iter().filter_map(|(_, s)| s.as_ref()));
     // Erasures stay in force on the new owner (and its restored store is rewritten once).
     commit.suppressed = suppressed.into_iter().collect();
     // The dedupe window as of the checkpoint: `PartitionTask::load` rebuilds fold's map and

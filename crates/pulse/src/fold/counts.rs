@@ -1,13 +1,14 @@
 //! What fold shares with the HTTP API and the scrape: the stores and committed clocks of the
 //! partitions this instance folds, and per partition the customers in each announced stage and
-//! segment and the timers pending, kept by fold as state changes (never scanned: invariant 11).
+//! segment and the timers pending, kept by fold as state changes and persisted with each
+//! commit (never scanned: invariant 11).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use pulse_core::{CustomerState, Segment, Stage};
-use pulse_store::PartitionStore;
+use pulse_store::{PartitionStore, StoreError};
 
 use crate::telemetry;
 
@@ -79,6 +80,48 @@ impl Counts {
         self.segment(state.announced.segment.as_str(), delta);
     }
 
+    /// The partition's counts as its last commit kept them (moving the gauges by them). A
+    /// store from before counts were kept (schema 2, upgraded at open) is counted once.
+    pub(super) fn load(store: &PartitionStore) -> Result<Counts, StoreError> {
+        let mut kept = store.counts()?;
+        if !kept.keys().any(|k| k.starts_with("stage.")) && kept.get("customers") > Some(&0) {
+            let mut states = Vec::new();
+            for entry in store.customers() {
+                states.push(entry?.1);
+            }
+            kept.extend(tally(states.iter()));
+        }
+        let counts = Counts::default();
+        for s in Stage::ALL {
+            counts.stage(s.as_str(), kept.get(&stage_key(&s)).copied().unwrap_or(0));
+        }
+        for s in Segment::ALL {
+            counts.segment(s.as_str(), kept.get(&segment_key(&s)).copied().unwrap_or(0));
+        }
+        counts
+            .timers
+            .store(kept.get("timers").copied().unwrap_or(0), Ordering::Relaxed);
+        Ok(counts)
+    }
+
+    /// What the commit keeps: every stage's and segment's count, zeros included.
+    pub(super) fn snapshot(&self) -> Vec<(String, i64)> {
+        let stages = self.stages().map(|(s, n)| (format!("stage.{s}"), n));
+        stages
+            .chain(self.segments().map(|(s, n)| (format!("segment.{s}"), n)))
+            .collect()
+    }
+
+    /// Takes this partition's counts back out of the process-wide gauges (revoked, closed).
+    pub(super) fn forget(&self) {
+        for (s, n) in self.stages().collect::<Vec<_>>() {
+            self.stage(s, -n);
+        }
+        for (s, n) in self.segments().collect::<Vec<_>>() {
+            self.segment(s, -n);
+        }
+    }
+
     pub fn timers_pending(&self) -> i64 {
         self.timers.load(Ordering::Relaxed)
     }
@@ -98,4 +141,37 @@ impl Counts {
             .zip(&self.segments)
             .map(|(s, n)| (s.as_str(), n.load(Ordering::Relaxed)))
     }
+}
+
+fn stage_key(s: &Stage) -> String {
+    format!("stage.{}", s.as_str())
+}
+
+fn segment_key(s: &Segment) -> String {
+    format!("segment.{}", s.as_str())
+}
+
+/// The kept counts of a set of states, computed without touching any gauge (a restore's
+/// commit; a store from before counts were kept): customers, timers, per stage and segment.
+pub(super) fn tally<'a>(states: impl Iterator<Item = &'a CustomerState>) -> Vec<(String, i64)> {
+    let mut n: BTreeMap<String, i64> = Stage::ALL
+        .iter()
+        .map(stage_key)
+        .chain(Segment::ALL.iter().map(segment_key))
+        .chain(["customers".to_string(), "timers".to_string()])
+        .map(|k| (k, 0))
+        .collect();
+    for s in states {
+        for k in [
+            format!("stage.{}", s.announced.stage.as_str()),
+            format!("segment.{}", s.announced.segment.as_str()),
+            "customers".to_string(),
+        ] {
+            *n.entry(k).or_default() += 1;
+        }
+        if s.next_timer.is_some() {
+            *n.entry("timers".into()).or_default() += 1;
+        }
+    }
+    n.into_iter().collect()
 }

@@ -340,7 +340,7 @@ impl Fold {
                                 }
                             }
                         }
-                        let mut task = PartitionTask::load(p, store)?;
+                        let mut task = PartitionTask::load(p, store, self.config.fold.cache_bytes)?;
                         if self.delivery.exactly_once() {
                             if group_offsets.is_none() {
                                 let c = self.config.clone();
@@ -450,6 +450,7 @@ impl Fold {
                 });
             }
         }
+        task.read_error()?;
         task.next_offset = msg.offset() + 1;
         task.records += 1;
         Ok(())

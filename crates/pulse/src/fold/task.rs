@@ -3,8 +3,10 @@
 //! adds to the rules: dedupe by event id within the window, suppression of erased customers,
 //! erasure itself, and emitting alerts, confirmations and dead letters into the outbox with
 //! their alert ids and lineage; `take_commit` hands everything since the last commit over as
-//! one `Commit` (with the changelog records, `changelog::commit_records`). No I/O except
-//! reading the partition's store in `load`.
+//! one `Commit` (with the changelog records, `changelog::commit_records`). Customers and
+//! timers live in the partition's store behind pulse-store's bounded `CachedStates`, so
+//! loading a partition reads its counts, dedupe window and outbox, never its customers.
+//! No I/O except those reads.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -18,7 +20,7 @@ use pulse_codec::{
 };
 use pulse_core::hash::{customer_key, event_key};
 use pulse_core::{Alert, AlertKind, Body, CustomerState, Millis, Partition, DAY};
-use pulse_store::{Checkpoint, Commit, OutboxRecord, PartitionStore};
+use pulse_store::{CachedStates, Checkpoint, Commit, OutboxRecord, PartitionStore};
 
 use super::changelog;
 use super::counts::Counts;
@@ -31,7 +33,7 @@ pub(super) struct PartitionTask {
     pub(super) store: PartitionStore,
     /// The rules' side: clock, customers, timers. Dedupe, suppression, erasure, the outbox
     /// and the counts below are the service's, applied around its advance and apply steps.
-    pub(super) core: Partition,
+    pub(super) core: Partition<CachedStates>,
     /// event-id hash → (seen at, customer key): an erasure removes its customer's entries.
     dedupe: HashMap<u128, (Millis, u128)>,
     dedupe_order: VecDeque<(Millis, u128)>,
@@ -40,8 +42,7 @@ pub(super) struct PartitionTask {
     pub(super) next_offset: i64,
     pub(super) committed_clock: Arc<AtomicI64>,
     pub(super) counts: Arc<Counts>,
-    /// Since the last commit:
-    dirty: HashSet<String>,
+    /// Since the last commit (the changed customers are `CachedStates`' to track):
     erased: HashSet<String>,
     /// Dedupe inserts (`Some((seen at, customer key))`) and removals (`None`), in order.
     dedupe_changes: Vec<(u128, Option<(Millis, u128)>)>,
@@ -68,26 +69,21 @@ pub(super) struct PartitionTask {
 }
 
 impl PartitionTask {
-    pub(super) fn load(partition: i32, store: PartitionStore) -> Result<Self, PipelineError> {
+    pub(super) fn load(
+        partition: i32,
+        store: PartitionStore,
+        cache_bytes: usize,
+    ) -> Result<Self, PipelineError> {
         // No checkpoint: a partition that has folded nothing, at `Partition::START`.
         let checkpoint = store.checkpoint()?.unwrap_or(Checkpoint {
             next_offset: 0,
             clock: Partition::START,
         });
-        let mut failed = None;
-        let core = Partition::restore(
+        let core = Partition::with_states(
             checkpoint.clock,
-            store
-                .customers()
-                .map_while(|entry| entry.map_err(|e| failed = Some(e)).ok()),
+            CachedStates::open(store.clone(), cache_bytes)?,
         );
-        if let Some(e) = failed {
-            return Err(e.into());
-        }
-        let counts = Arc::new(Counts::default());
-        for (_, state) in core.customers() {
-            counts.customer(state, 1);
-        }
+        let counts = Arc::new(Counts::load(&store)?);
         let entries = store.dedupe_entries()?;
         let dedupe = entries.iter().map(|(k, t, c)| (*k, (*t, *c))).collect();
         let mut order: Vec<(Millis, u128)> = entries.iter().map(|(k, t, _)| (*t, *k)).collect();
@@ -112,7 +108,6 @@ impl PartitionTask {
             next_offset: checkpoint.next_offset,
             committed_clock: Arc::new(AtomicI64::new(checkpoint.clock)),
             counts,
-            dirty: HashSet::new(),
             erased: HashSet::new(),
             dedupe_changes: Vec::new(),
             outbox: Vec::new(),
@@ -128,8 +123,15 @@ impl PartitionTask {
     }
 
     pub(super) fn forget_stage_counts(&self) {
-        for (_, s) in self.core.customers() {
-            self.counts.customer(s, -1);
+        self.counts.forget();
+    }
+
+    /// A read of the store that failed since the last call: fold stops before committing
+    /// anything decided after it (the customer was seen as unknown).
+    pub(super) fn read_error(&mut self) -> Result<(), PipelineError> {
+        match self.core.states_mut().take_error() {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
         }
     }
 
@@ -142,14 +144,13 @@ impl PartitionTask {
         }
         // Collected, then emitted: emitting needs the whole task, which the partition's
         // advance borrows.
-        let mut fired: Vec<(String, Millis, Vec<Alert>)> = Vec::new();
+        let mut fired: Vec<(Millis, Vec<Alert>)> = Vec::new();
         self.core
-            .advance(time, &config.scoring, |id, due, _, alerts| {
-                fired.push((id.to_string(), due, alerts));
+            .advance(time, &config.scoring, |_, due, _, alerts| {
+                fired.push((due, alerts));
             });
-        for (id, due, alerts) in fired {
+        for (due, alerts) in fired {
             self.metrics.timer_fired(due);
-            self.dirty.insert(id);
             for alert in alerts {
                 self.emit(alert, offset, config);
             }
@@ -198,11 +199,10 @@ impl PartitionTask {
         self.metrics
             .event(event.body.kind_name(), event.occurred_at);
         let id = &event.customer_id;
-        if self.core.customer(id).is_none() {
+        if self.core.lookup(id).is_none() {
             self.counts.customer(&CustomerState::default(), 1);
         }
         let alerts = self.core.apply(event, &config.scoring);
-        self.dirty.insert(id.clone());
         for alert in alerts {
             self.emit(alert, offset, config);
         }
@@ -223,7 +223,6 @@ impl PartitionTask {
         if let Some(state) = self.core.remove(id) {
             self.counts.customer(&state, -1);
         }
-        self.dirty.remove(id);
         let mine: Vec<u128> = self
             .dedupe
             .iter()
@@ -334,17 +333,6 @@ impl PartitionTask {
     /// The commit since the last one; with `changelog_topic` (topic, encoding), its outbox
     /// also holds the commit's changelog records (`changelog::commit_records`).
     pub(super) fn take_commit(&mut self, changelog_topic: Option<(&str, Encoding)>) -> Commit {
-        let mut customers: Vec<(String, Option<CustomerState>)> = self
-            .dirty
-            .drain()
-            .filter_map(|id| {
-                let state = self.core.customer(&id)?.clone();
-                Some((id, Some(state)))
-            })
-            .collect();
-        customers.extend(self.erased.drain().map(|id| (id, None)));
-        // Key order, so that the changelog of a commit does not depend on hash order.
-        customers.sort_by(|a, b| a.0.cmp(&b.0));
         let checkpoint = Checkpoint {
             next_offset: self.next_offset,
             clock: self.core.clock(),
@@ -354,12 +342,21 @@ impl PartitionTask {
         }
         let mut commit = Commit {
             checkpoint,
-            customers,
             dedupe: std::mem::take(&mut self.dedupe_changes),
-            outbox: Vec::new(),
             suppressed: std::mem::take(&mut self.new_suppressed),
             outbox_purged: std::mem::take(&mut self.outbox_purged),
+            counts: self.counts.snapshot(),
+            ..Commit::default()
         };
+        // The changed customers, the timer index and its counts, written back in this batch.
+        self.core.states_mut().write_back(&mut commit);
+        commit
+            .customers
+            .extend(self.erased.drain().map(|id| (id, None)));
+        // Key order, so that the changelog of a commit does not depend on hash order; an
+        // erased customer the states also report removed is written once.
+        commit.customers.sort_by(|a, b| a.0.cmp(&b.0));
+        commit.customers.dedup_by(|a, b| a.0 == b.0);
         if let Some((topic, encoding)) = changelog_topic {
             for r in changelog::commit_records(topic, encoding, self.partition, &commit) {
                 self.outbox_push(r);
