@@ -706,6 +706,39 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_2_store_gets_its_timer_index_and_counts_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = open_db(dir.path()).unwrap();
+            db.insert(META_SCHEMA, &2u16.to_be_bytes()).unwrap();
+            let mut timed = state(3);
+            timed.next_timer = Some(-5);
+            db.insert(prefixed(CUSTOMER, b"a"), encode_state(&timed))
+                .unwrap();
+            db.insert(prefixed(CUSTOMER, b"b"), encode_state(&state(1)))
+                .unwrap();
+            let mut later = state(2);
+            later.next_timer = Some(1_735_689_600_000);
+            db.insert(prefixed(CUSTOMER, b"c"), encode_state(&later))
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = PartitionStore::open(dir.path(), false).unwrap();
+        assert_eq!(
+            store.timers().unwrap(),
+            vec![(-5, "a".to_string()), (1_735_689_600_000, "c".to_string())]
+        );
+        let counts = store.counts().unwrap();
+        assert_eq!((counts["customers"], counts["timers"]), (3, 2));
+        drop(store);
+        // Upgraded for good: opened again, it is schema 3 and nothing is rebuilt twice.
+        let store = PartitionStore::open(dir.path(), false).unwrap();
+        assert_eq!(store.timers().unwrap().len(), 2);
+        let version = store.db().get(META_SCHEMA).unwrap().unwrap();
+        assert_eq!(read_u16(&version), Some(STORE_SCHEMA_VERSION));
+    }
+
+    #[test]
     fn commit_is_read_back_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let rec = OutboxRecord {
