@@ -32,7 +32,8 @@ pub struct CachedStates {
     budget: usize,
     bytes: usize,
     tick: u64,
-    cache: HashMap<String, Slot>,
+    /// Boxed, so the map's table (sized for its largest population) holds pointers only.
+    cache: HashMap<String, Box<Slot>>,
     /// Removed since the last commit: not to be read back from sled.
     gone: HashSet<String>,
     /// Timer index entries added and removed since the last commit.
@@ -130,6 +131,8 @@ impl CachedStates {
                 self.cache.remove(&id);
             }
             self.bytes -= freed;
+            // The table keeps the size of its largest population otherwise.
+            self.cache.shrink_to_fit();
         }
     }
 
@@ -167,12 +170,12 @@ impl CachedStates {
         self.bytes += bytes;
         self.cache.insert(
             id.to_string(),
-            Slot {
+            Box::new(Slot {
                 state,
                 used: self.tick,
                 dirty,
                 bytes,
-            },
+            }),
         );
     }
 
@@ -206,14 +209,16 @@ impl CachedStates {
     }
 }
 
-/// The cache's estimate of what a customer costs in memory: the state, its growable parts,
-/// the id twice (key and slot) and the map's overhead.
+/// The cache's estimate of what a customer costs in memory: the slot, its growable parts,
+/// the id, the map's table at its worst load (twice an entry) and the allocator's overhead
+/// of each allocation (slot, id, purchase days, currency).
 fn slot_bytes(id: &str, state: &CustomerState) -> usize {
     std::mem::size_of::<Slot>()
-        + 2 * id.len()
+        + id.len()
         + state.orders.recent_days.capacity() * std::mem::size_of::<i64>()
         + state.orders.currency.as_ref().map_or(0, String::len)
-        + 48
+        + 2 * (std::mem::size_of::<(String, Box<Slot>)>() + 1)
+        + 4 * 16
 }
 
 impl States for CachedStates {
