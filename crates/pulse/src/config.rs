@@ -115,6 +115,11 @@ pub struct IngestConfig {
     /// Events more than this ahead of ingest's wall clock are dead-lettered (`future_event`);
     /// 0 turns the check off.
     pub max_future_skew_ms: i64,
+    /// The longest an input partition with records still in the broker may hold the
+    /// event-time merge back (`ingest/merge.rs`); 0 relays in arrival order.
+    pub merge_max_idle_ms: u64,
+    /// The most received records the merge holds back.
+    pub merge_max_buffered: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -392,6 +397,10 @@ impl Config {
             (
                 "ingest.tick_interval_ms",
                 self.ingest.tick_interval_ms as i64,
+            ),
+            (
+                "ingest.merge_max_buffered",
+                self.ingest.merge_max_buffered as i64,
             ),
             ("fold.commit_max_events", self.fold.commit_max_events as i64),
             (

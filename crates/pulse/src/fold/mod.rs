@@ -421,9 +421,9 @@ impl Fold {
                 task.advance_clock(time, msg.offset(), &self.config)
             }
             Ok(Canonical::Event(event, _)) => {
-                // Late: the partition already moved past it, so it is folded at the clock, after
-                // the timers its time precedes. Measured here, not at ingest, because this is
-                // where lateness has a consequence, and it is a function of the log alone.
+                // Late: the partition already moved past it (it is decided at its customer's own
+                // time, `Partition::apply`). Measured here, not at ingest, because this is where
+                // lateness has a consequence, and it is a function of the log alone.
                 if event.occurred_at < task.core.clock() {
                     task.metrics.late();
                 }
