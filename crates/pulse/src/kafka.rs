@@ -129,7 +129,8 @@ fn consumer_defaults(config: &Config, pipeline: &str) -> ClientConfig {
             ("session.timeout.ms", "6000".into()),
             ("heartbeat.interval.ms", "1000".into()),
             ("partition.assignment.strategy", "cooperative-sticky".into()),
-            ("statistics.interval.ms", "5000".into()),
+            // Lag gauges, and fold's readiness (the end of each held partition).
+            ("statistics.interval.ms", "1000".into()),
         ],
     )
 }
