@@ -161,6 +161,9 @@ pub struct HttpConfig {
     pub open_paths: Vec<String>,
     /// How long the fold group's partition → owner map is cached, milliseconds.
     pub owner_cache_ms: u64,
+    /// `/readyz` is 503 while any held canonical partition is more records than this behind
+    /// the end of the log; 0: no lag bound (only the assignment and restores count).
+    pub ready_max_lag_records: u64,
     pub auth: AuthConfig,
 }
 

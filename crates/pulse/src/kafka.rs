@@ -131,11 +131,9 @@ fn consumer_defaults(config: &Config, pipeline: &str) -> ClientConfig {
             ("session.timeout.ms", "6000".into()),
             ("heartbeat.interval.ms", "1000".into()),
             ("partition.assignment.strategy", "cooperative-sticky".into()),
-            // Ingest's merge reads which input partitions are behind from these every second.
-            (
-                "statistics.interval.ms",
-                if pipeline == "ingest" { "1000" } else { "5000" }.into(),
-            ),
+            // Lag gauges, ingest's merge (which input partitions are behind) and fold's
+            // readiness (the end of each held partition).
+            ("statistics.interval.ms", "1000".into()),
         ],
     )
 }

@@ -237,7 +237,7 @@ fn describe() {
     );
     describe_counter!(
         RESTORE_RECORDS,
-        "Changelog records read while restoring partitions with no local state."
+        "Changelog records read while restoring partitions (no local state, or a local checkpoint the changelog is ahead of), the tail read that compares the two included."
     );
     describe_gauge!(
         RESTORE_IN_PROGRESS,
