@@ -30,11 +30,16 @@ struct Outcome {
     forced: u64,
 }
 
+/// Runs a service over the backlog of `ends` input events whose latest is at `last`, until
+/// fold has committed the end of the canonical log and both partitions' clocks stand at
+/// `last` (the quieter partition's through ingest's last watermark tick: until then a timer
+/// due before `last` may still be pending there).
 async fn run(
     broker: &Broker,
     name: &str,
     properties: &str,
     ends: usize,
+    last: i64,
 ) -> anyhow::Result<Outcome> {
     let dir = tempfile::tempdir()?;
     let cfg = config(
@@ -92,6 +97,19 @@ async fn run(
         "fold to reach the end of the canonical log",
         Duration::from_secs(120),
         || pulse_e2e::caught_up(&running, &log_ends),
+    )
+    .await?;
+    let shared = running.shared.clone();
+    wait_for(
+        "both partitions' committed clocks at the last event time",
+        Duration::from_secs(60),
+        || {
+            let parts = shared.partitions.read().expect("lock");
+            parts.len() == 2
+                && parts
+                    .values()
+                    .all(|(_, c)| c.load(std::sync::atomic::Ordering::Relaxed) == last)
+        },
     )
     .await?;
     let (_, metrics) = pulse_e2e::http_get(running.http_addr, "/metrics")?;
@@ -163,13 +181,19 @@ async fn a_backlog_gives_the_same_alerts_however_it_is_fetched() -> anyhow::Resu
         produce(&p, topic, r.key.as_deref(), &r.value, &[]).await?;
     }
     let n = records.len();
+    let last = records
+        .iter()
+        .map(|r| r.occurred_at)
+        .max()
+        .expect("records");
 
-    let usual = run(&broker, "usual", "", n).await?;
+    let usual = run(&broker, "usual", "", n, last).await?;
     let small = run(
         &broker,
         "small",
         "\"fetch.message.max.bytes\" = \"1024\"",
         n,
+        last,
     )
     .await?;
 

@@ -230,8 +230,13 @@ pub async fn run(
                 m = consumer.recv() => match m {
                     Ok(msg) => {
                         let Some(r) = ingest.receive(&msg) else { continue };
-                        let time = r.time();
-                        merge.push((msg.topic().to_string(), msg.partition()), msg.offset(), time, r);
+                        let tp = (msg.topic().to_string(), msg.partition());
+                        // A first record of a new assignment: every partition of it gets its
+                        // queue first, so those yet to deliver hold the merge back.
+                        if !merge.knows(&tp) {
+                            merge.assign(assigned(&consumer)?);
+                        }
+                        merge.push(tp, msg.offset(), r.time(), r);
                     }
                     // librdkafka reconnects by itself (a broker restart); nothing was lost.
                     Err(e) if kafka::transient(&e) => {

@@ -102,6 +102,11 @@ impl<T> Merge<T> {
         dropped
     }
 
+    /// Whether `tp` has a queue (is in the last assignment, or delivered since).
+    pub fn knows(&self, tp: &Tp) -> bool {
+        self.queues.contains_key(tp)
+    }
+
     /// A record received from `tp` at `offset`, to be ordered by `time`.
     pub fn push(&mut self, tp: Tp, offset: i64, time: Millis, item: T) {
         let q = self.queues.entry(tp).or_default();
