@@ -1,6 +1,7 @@
 //! Scale-out and the changelog. (a) One instance, then three (fresh state dirs: the
 //! partitions that move to them are restored from the compacted changelog), then one again
-//! (the partitions move back and resume from the first instance's local checkpoints), all in
+//! (the partitions move back; the first instance's local checkpoints are behind the
+//! changelog by then, so they are restored from it: invariant 15), all in
 //! one consumer group over one canonical log: the final state and the set of alerts equal a
 //! single uninterrupted run's, and every re-sent alert is byte-identical. (b) The changelog
 //! holds, per customer key, the state in the store (a tombstone and an erasure marker after

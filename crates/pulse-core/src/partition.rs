@@ -3,10 +3,16 @@
 //!
 //! The clock is the largest event or tick time the partition has seen. Moving it fires every
 //! timer it passes at the timer's due instant, in (due, customer id) order, before the record
-//! that moved it is applied; an event is then decided at the clock (not at its own time: a
-//! late event is judged as of everything already folded). Fold, replay, the backtest, `pulse
-//! bench`, the benches and the core's tests all drive this type, so "as fold drives it" holds
-//! by construction.
+//! that moved it is applied. An event is decided at its customer's own time: its
+//! `occurred_at`, or the last instant that customer was decided at if that is later (see
+//! [`own_time`]), never at the partition clock. So a late event (one behind the clock: a
+//! slow producer, a backlog read out of order) gets the alerts it would have got in order,
+//! stamped with its own time, and a customer's alerts never go back in time. Such a
+//! customer's timers the clock has passed fire, at their due instants, just before its next
+//! event they precede, or when the clock next moves: a customer whose events all arrive late,
+//! in their own order, gets the alerts and state of an on-time fold. Fold, replay, the
+//! backtest, `pulse bench`, the benches and the core's tests all drive this type, so "as fold
+//! drives it" holds by construction.
 //!
 //! What is the service's, not the rules', stays out: event-id dedupe, erasure suppression,
 //! the outbox, counts and metrics sit around [`Partition::advance`] and [`Partition::apply`]
@@ -204,9 +210,13 @@ impl<S: States> Partition<S> {
         }
     }
 
-    /// Applies `event` at the clock, creating its customer if new, and returns its alerts in
-    /// emission order. The caller has advanced the clock to the event's time first (fold
-    /// dedupes and suppresses in between; [`Partition::step`] does both).
+    /// Applies `event` at its customer's [`own_time`], creating the customer if new, and
+    /// returns its alerts in emission order. The caller has advanced the clock to the event's
+    /// time first (fold dedupes and suppresses in between; [`Partition::step`] does both). A
+    /// late event's customer may have timers due at or before the clock: those due at or
+    /// before the event fire first, at their due instants; the later ones when the clock next
+    /// moves or the customer's next late event reaches them. A customer whose events arrive
+    /// late but in their own order gets exactly the alerts and state of an on-time fold.
     pub fn apply(&mut self, event: &Event, cfg: &ScoringConfig) -> Vec<Alert> {
         debug_assert!(
             event.occurred_at <= self.clock,
@@ -217,10 +227,22 @@ impl<S: States> Partition<S> {
         let id = event.customer_id.as_str();
         let state = self.states.get_or_insert(id);
         let before = state.next_timer;
-        let decision = decide(state, id, Input::Event(event), self.clock, cfg);
-        debug_assert!(decision.next_timer.is_none_or(|t| t > self.clock));
+        let now = own_time(state, event.occurred_at);
+        // A late event's customer first catches up to it: its timers due at or before the
+        // event fire at their due instants, as they would have in order.
+        let mut alerts = Vec::new();
+        while let Some(due) = state.next_timer.filter(|due| *due <= now) {
+            let fired = decide(state, id, Input::Timer, due, cfg);
+            debug_assert!(fired.next_timer.is_none_or(|t| t > due));
+            state.next_timer = fired.next_timer;
+            alerts.extend(fired.alerts);
+        }
+        let decision = decide(state, id, Input::Event(event), now, cfg);
+        debug_assert!(decision.next_timer.is_none_or(|t| t > now));
+        alerts.extend(decision.alerts);
+        // One index move for the catch-up and the event: from the timer before to the last.
         self.states.set_timer(id, before, decision.next_timer);
-        decision.alerts
+        alerts
     }
 
     /// [`Partition::advance`] to the event's time, then [`Partition::apply`]: the timers'
@@ -258,6 +280,18 @@ impl<S: States> Partition<S> {
     pub fn pending_timers(&self) -> usize {
         self.states.pending_timers()
     }
+}
+
+/// The instant an event of this customer at `occurred_at` is decided at: its own time, or
+/// the latest instant the customer was already decided at (its latest event, or the last
+/// stage or segment change a timer announced) if that is later. Alerts of one customer are so
+/// stamped in non-decreasing time, whatever the partition's clock says.
+pub fn own_time(state: &CustomerState, occurred_at: Millis) -> Millis {
+    let a = &state.announced;
+    occurred_at
+        .max(state.last_event_at)
+        .max(a.stage_since)
+        .max(a.segment_since)
 }
 
 #[cfg(test)]
@@ -356,20 +390,65 @@ mod tests {
     }
 
     #[test]
-    fn a_late_event_is_decided_at_the_clock() {
+    fn a_customer_whose_events_all_arrive_late_gets_the_alerts_of_an_on_time_fold() {
+        let cfg = ScoringConfig::default();
+        let clock = T0 + 400 * DAY;
+        let mut p = Partition::new();
+        p.step(&order("a", 0, clock), &cfg);
+        // "b"'s six orders arrive a year behind the clock: the clock stays, and "b" is
+        // decided at each order's own time, its passed timers fired at their due instants.
+        let mut late = Vec::new();
+        for n in 0..6 {
+            late.extend(p.step(&order("b", n, T0 + n as Millis * 7 * DAY), &cfg));
+        }
+        assert_eq!(p.clock(), clock);
+        // "b"'s timer is overdue; it fires when the clock next moves.
+        assert!(p
+            .next_timer()
+            .is_some_and(|(t, id)| t <= clock && id == "b"));
+        p.advance(clock + 1, &cfg, |_, _, _, a| late.extend(a));
+        // The same customer folded on time, the clock then moved to where it was.
+        let mut alone = Partition::new();
+        let mut on_time = Vec::new();
+        for n in 0..6 {
+            on_time.extend(alone.step(&order("b", n, T0 + n as Millis * 7 * DAY), &cfg));
+        }
+        alone.advance(clock + 1, &cfg, |_, _, _, a| on_time.extend(a));
+        assert_eq!(p.customer("b"), alone.customer("b"));
+        assert!(!late.is_empty());
+        assert_eq!(late, on_time);
+        // Stamped with the events' and timers' own times, in order, none at the clock.
+        assert!(late
+            .windows(2)
+            .all(|w| w[0].occurred_at <= w[1].occurred_at));
+        assert!(late.iter().all(|a| a.occurred_at <= clock), "{late:?}");
+        // The first order is a first order, not a silence a year long.
+        assert_eq!(late[0].to, "new", "{:?}", late[0]);
+        assert!(p.next_timer().is_none_or(|(t, _)| t > clock + 1));
+    }
+
+    #[test]
+    fn a_customers_alerts_never_go_back_in_time() {
         let cfg = ScoringConfig::default();
         let mut p = Partition::new();
-        p.step(&order("a", 0, T0 + 10 * DAY), &cfg);
-        // "b"'s event is older than the clock: the clock stays, and "b" is judged as of it.
-        p.step(&order("b", 0, T0), &cfg);
-        assert_eq!(p.clock(), T0 + 10 * DAY);
-        let b = p.customer("b").unwrap();
-        assert!(b.next_timer.is_none_or(|t| t > T0 + 10 * DAY));
-        let mut alone = Partition::new();
-        alone.step(&order("b", 0, T0), &cfg);
-        alone.advance(T0 + 10 * DAY, &cfg, |_, _, _, _| {});
-        // Decided at the clock, not at its own time, so not the same as folded alone.
-        assert_ne!(b.announced, alone.customer("b").unwrap().announced);
+        buyer(&mut p, "a", &cfg);
+        // Timer by timer until "a" is announced at risk.
+        let mut warned = None;
+        while warned.is_none() {
+            let (due, _) = p.next_timer().expect("a pending timer");
+            p.advance(due, &cfg, |_, _, _, a| {
+                warned = warned.or(a.iter().find(|a| a.to == "at_risk").map(|a| a.occurred_at));
+            });
+        }
+        let warned = warned.expect("a churn warning");
+        // An order from a second before the warning arrives after it: decided at the
+        // warning's instant (the order releases the at_risk stage), not back in time.
+        let back = p.apply(&order("a", 9, warned - 1_000), &cfg);
+        assert!(!back.is_empty());
+        assert!(
+            back.iter().all(|a| a.occurred_at == warned),
+            "{back:?} vs {warned}"
+        );
     }
 
     #[test]

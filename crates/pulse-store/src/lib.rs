@@ -320,8 +320,34 @@ impl PartitionStore {
         self.write(commit, true)
     }
 
-    fn write(&self, commit: &Commit, tag: bool) -> Result<(), StoreError> {
+    /// Writes the commit in place of everything the store held (customers, dedupe and
+    /// suppression entries, outbox; the schema and a pending rewrite mark stay), in one
+    /// atomic batch: a
+    /// partition whose local state is older than the changelog's is replaced by the
+    /// changelog's, never merged with it.
+    pub fn replace(&self, commit: &Commit) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
+        for key in self.db().iter().keys() {
+            let key = key?;
+            // The rewrite mark stays: an erasure's bytes still wait in sled's log.
+            if key.as_ref() != META_SCHEMA && key.as_ref() != META_REWRITE {
+                batch.remove(key);
+            }
+        }
+        self.write_on(batch, commit, false)
+    }
+
+    fn write(&self, commit: &Commit, tag: bool) -> Result<(), StoreError> {
+        self.write_on(sled::Batch::default(), commit, tag)
+    }
+
+    /// Adds the commit to `batch` (a later write of a key in a batch wins) and applies it.
+    fn write_on(
+        &self,
+        mut batch: sled::Batch,
+        commit: &Commit,
+        tag: bool,
+    ) -> Result<(), StoreError> {
         for (id, state) in &commit.customers {
             let key = prefixed(CUSTOMER, id.as_bytes());
             match state {
@@ -736,6 +762,80 @@ mod tests {
         assert_eq!(store.timers().unwrap().len(), 2);
         let version = store.db().get(META_SCHEMA).unwrap().unwrap();
         assert_eq!(read_u16(&version), Some(STORE_SCHEMA_VERSION));
+    }
+
+    #[test]
+    fn replace_keeps_only_the_new_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = OutboxRecord {
+            topic: "t".into(),
+            key: "c1".into(),
+            value: Some(b"{}".to_vec()),
+            headers: vec![],
+            partition: None,
+        };
+        let store = PartitionStore::open(dir.path(), true).unwrap();
+        store
+            .commit_tagged(&Commit {
+                checkpoint: Checkpoint {
+                    next_offset: 10,
+                    clock: 99,
+                },
+                customers: vec![
+                    ("old".into(), Some(state(1))),
+                    ("both".into(), Some(state(1))),
+                ],
+                dedupe: vec![(7, Some((99, 5)))],
+                suppressed: vec![(3, 90)],
+                outbox: vec![(1, rec)],
+                timers: vec![(120, "old".into(), true), (130, "both".into(), true)],
+                counts: vec![
+                    ("customers".into(), 2),
+                    ("timers".into(), 2),
+                    ("stale".into(), 1),
+                ],
+                ..Commit::default()
+            })
+            .unwrap();
+        let newer = Checkpoint {
+            next_offset: 50,
+            clock: 500,
+        };
+        store
+            .replace(&Commit {
+                checkpoint: newer,
+                customers: vec![
+                    ("both".into(), Some(state(4))),
+                    ("new".into(), Some(state(2))),
+                ],
+                dedupe: vec![(8, Some((400, 6)))],
+                timers: vec![(600, "new".into(), true)],
+                counts: vec![("customers".into(), 2), ("timers".into(), 1)],
+                ..Commit::default()
+            })
+            .unwrap();
+        drop(store);
+        let store = PartitionStore::open(dir.path(), true).unwrap();
+        assert_eq!(store.checkpoint().unwrap(), Some(newer));
+        let customers: Vec<_> = store.customers().map(Result::unwrap).collect();
+        assert_eq!(
+            customers,
+            vec![("both".into(), state(4)), ("new".into(), state(2))]
+        );
+        assert_eq!(store.dedupe_entries().unwrap(), vec![(8, 400, 6)]);
+        assert_eq!(store.timers().unwrap(), vec![(600, "new".to_string())]);
+        let counts = store.counts().unwrap();
+        assert_eq!(
+            counts.into_iter().collect::<Vec<_>>(),
+            vec![("customers".into(), 2), ("timers".into(), 1)]
+        );
+        assert_eq!(store.suppressed().unwrap(), vec![]);
+        assert_eq!(store.outbox().unwrap(), vec![], "the stale outbox is gone");
+        assert_eq!(store.outbox_tags().unwrap(), vec![]);
+        assert!(
+            store.rewrite_pending().unwrap(),
+            "the old erasure's rewrite is still due"
+        );
     }
 
     #[test]

@@ -115,6 +115,11 @@ pub struct IngestConfig {
     /// Events more than this ahead of ingest's wall clock are dead-lettered (`future_event`);
     /// 0 turns the check off.
     pub max_future_skew_ms: i64,
+    /// The longest an input partition with records still in the broker may hold the
+    /// event-time merge back (`ingest/merge.rs`); 0 relays in arrival order.
+    pub merge_max_idle_ms: u64,
+    /// The most received records the merge holds back.
+    pub merge_max_buffered: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -158,6 +163,9 @@ pub struct HttpConfig {
     pub open_paths: Vec<String>,
     /// How long the fold group's partition → owner map is cached, milliseconds.
     pub owner_cache_ms: u64,
+    /// `/readyz` is 503 while any held canonical partition is more records than this behind
+    /// the end of the log; 0: no lag bound (only the assignment and restores count).
+    pub ready_max_lag_records: u64,
     pub auth: AuthConfig,
 }
 
@@ -394,6 +402,10 @@ impl Config {
             (
                 "ingest.tick_interval_ms",
                 self.ingest.tick_interval_ms as i64,
+            ),
+            (
+                "ingest.merge_max_buffered",
+                self.ingest.merge_max_buffered as i64,
             ),
             ("fold.commit_max_events", self.fold.commit_max_events as i64),
             ("fold.cache_bytes", self.fold.cache_bytes as i64),

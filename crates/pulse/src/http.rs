@@ -1,5 +1,6 @@
 //! The HTTP surface: `/metrics` (Prometheus), `/healthz` (the process runs), `/readyz` (every
-//! enabled pipeline is running), and the query API under `/v1`:
+//! enabled pipeline is running and fold holds its partitions, restored, within
+//! `http.ready_max_lag_records` of the log's end: `Shared::fold_readiness`), and the query API under `/v1`:
 //! `GET /v1/customers/{id}[?at=<RFC 3339 | epoch ms>]`, `/v1/stages`, `/v1/segments` (customer
 //! counts of the partitions held here) and `/v1/openapi.json` (the description of all of it).
 //!
@@ -201,15 +202,14 @@ async fn route(state: Arc<HttpState>, req: Request<Incoming>) -> Response<Full<B
         Route::Healthz => respond(StatusCode::OK, "text/plain", "ok\n"),
         Route::Readyz => {
             let (mut ready, mut why) = state.status.readiness();
-            let restoring = state
-                .shared
-                .restoring
-                .load(std::sync::atomic::Ordering::Relaxed);
-            if ready && restoring > 0 {
-                (ready, why) = (
-                    false,
-                    format!("restoring {restoring} partitions from the changelog"),
-                );
+            if ready && state.config.fold.enabled {
+                (ready, why) = match state
+                    .shared
+                    .fold_readiness(state.config.http.ready_max_lag_records)
+                {
+                    Ok(why) => (true, why),
+                    Err(why) => (false, why),
+                };
             }
             let code = if ready {
                 StatusCode::OK
@@ -537,7 +537,7 @@ pub fn openapi() -> serde_json::Value {
             }},
             "/metrics": open("Prometheus exposition (open by default: `http.open_paths`)", "text/plain", json!({})),
             "/healthz": open("The process runs", "text/plain", json!({})),
-            "/readyz": open("Every enabled pipeline runs", "text/plain", json!({"503": {"description": "Not ready; the body says why.", "content": {"text/plain": {"schema": {"type": "string"}}}}})),
+            "/readyz": open("Every enabled pipeline runs, and fold holds the partitions the group assigned it, restored and within http.ready_max_lag_records of the canonical log's end", "text/plain", json!({"503": {"description": "Not ready; the body says why.", "content": {"text/plain": {"schema": {"type": "string"}}}}})),
         },
         "components": {
             "securitySchemes": {

@@ -3,6 +3,8 @@
 //!
 //! Stateless and at-least-once: a batch's records are produced and acknowledged before the
 //! input offsets are committed, so a crash re-sends (fold's event_id dedupe absorbs it).
+//! What it received is relayed in event-time order across its input partitions
+//! ([`merge`]), so a backlog reaches the canonical log as it happened, not as it was fetched.
 //!
 //! The one part of pulse whose decisions may read the wall clock (`Ingest::clock`): an event
 //! dated more than `ingest.max_future_skew_ms` ahead of it is dead-lettered (`future_event`),
@@ -30,6 +32,9 @@ use crate::config::{Config, TickSourceConfig, RECORD_HEADROOM};
 use crate::kafka::{self, header, headers};
 use crate::producer::Outstanding;
 use crate::{telemetry, PipelineError};
+
+mod merge;
+use merge::{Merge, Next, Tp};
 
 /// A dead letter's key, when the key and value do not fit together, is cut to this: ids of
 /// more than 256 bytes are refused anyway, so such a key is no id, and the value (the record
@@ -80,14 +85,42 @@ struct Origin {
 }
 
 impl Origin {
-    fn of(family: Family, msg: &BorrowedMessage<'_>) -> Origin {
+    fn of(r: &Received) -> Origin {
         Origin {
-            family,
-            partition: msg.partition(),
-            offset: msg.offset(),
-            key_bytes: msg.key().map_or(0, <[u8]>::len),
-            value_bytes: msg.payload().map_or(0, <[u8]>::len),
+            family: r.family,
+            partition: r.partition,
+            offset: r.offset,
+            key_bytes: r.key_bytes,
+            value_bytes: r.value_bytes,
         }
+    }
+}
+
+/// A received input record, decoded and judged, held by the merge until it is relayed: its
+/// canonical record, or what a dead letter needs of the original.
+struct Received {
+    family: Family,
+    partition: i32,
+    offset: i64,
+    key_bytes: usize,
+    value_bytes: usize,
+    outcome: Result<Canonicalised, DeadLetter>,
+}
+
+/// (key, canonical partition, value, event time).
+type Canonicalised = (String, i32, Vec<u8>, Millis);
+
+struct DeadLetter {
+    rejection: Rejection,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    content_type: Option<String>,
+}
+
+impl Received {
+    /// Where the merge orders it: by event time; a dead letter first (fold never sees it).
+    fn time(&self) -> Millis {
+        self.outcome.as_ref().map_or(Millis::MIN, |c| c.3)
     }
 }
 
@@ -123,9 +156,8 @@ pub async fn run(
     ]
     .into();
     let consumer: StreamConsumer<kafka::LagContext> = kafka::consumer_config(&config, "ingest")
-        .create_with_context(kafka::LagContext {
-            group: kafka::group_id(&config, "ingest"),
-        })?;
+        .create_with_context(kafka::LagContext::new(kafka::group_id(&config, "ingest")))?;
+    let behind = consumer.context().behind.clone();
     let topics: Vec<&str> = families.keys().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let canonical_partitions = {
@@ -149,27 +181,74 @@ pub async fn run(
     let batch_wait = Duration::from_millis(config.ingest.batch_max_ms);
     let tick_every = Duration::from_millis(config.ingest.tick_interval_ms);
     let mut next_tick = Instant::now() + tick_every;
+    let mut merge: Merge<Received> = Merge::new(
+        Duration::from_millis(config.ingest.merge_max_idle_ms),
+        config.ingest.merge_max_buffered,
+    );
+    let mut forced = 0;
     while !*shutdown.borrow() {
         let mut outstanding = Sent::default();
-        let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
+        // The next offset to commit per input partition: after the last record relayed.
+        let mut offsets: HashMap<Tp, i64> = HashMap::new();
+        let dropped = merge.assign(assigned(&consumer)?);
+        if dropped > 0 {
+            tracing::info!(
+                dropped,
+                "input partitions revoked: their held records are left to their new owner"
+            );
+        }
         let deadline = Instant::now() + batch_wait;
         while outstanding.len() < config.ingest.batch_max_records {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            let msg = tokio::select! {
+            // Relay what the merge lets go; then wait for a record, the merge or the deadline.
+            let mut wait = deadline.saturating_duration_since(Instant::now());
+            loop {
+                let next = {
+                    let behind = behind.lock().expect("lock");
+                    merge.pop(Instant::now(), |tp| behind.get(tp).copied().unwrap_or(true))
+                };
+                match next {
+                    Next::Record(r, tp, offset) => {
+                        ingest.relay(r, &mut outstanding).await?;
+                        offsets.insert(tp, offset + 1);
+                        if outstanding.len() >= config.ingest.batch_max_records {
+                            break;
+                        }
+                    }
+                    Next::Wait(w) => {
+                        wait = wait.min(w);
+                        break;
+                    }
+                    Next::Empty => break,
+                }
+            }
+            if outstanding.len() >= config.ingest.batch_max_records || Instant::now() >= deadline {
+                break;
+            }
+            tokio::select! {
                 _ = shutdown.changed() => break,
-                _ = tokio::time::sleep(wait) => break,
+                _ = tokio::time::sleep(wait) => {}
                 m = consumer.recv() => match m {
-                    Ok(m) => m,
+                    Ok(msg) => {
+                        let Some(r) = ingest.receive(&msg) else { continue };
+                        let tp = (msg.topic().to_string(), msg.partition());
+                        // A first record of a new assignment: every partition of it gets its
+                        // queue first, so those yet to deliver hold the merge back.
+                        if !merge.knows(&tp) {
+                            merge.assign(assigned(&consumer)?);
+                        }
+                        merge.push(tp, msg.offset(), r.time(), r);
+                    }
                     // librdkafka reconnects by itself (a broker restart); nothing was lost.
                     Err(e) if kafka::transient(&e) => {
                         tracing::warn!(error = %e, "ingest consumer: broker unreachable, waiting");
-                        continue;
                     }
                     Err(e) => return Err(e.into()),
                 },
-            };
-            ingest.handle(&msg, &mut outstanding).await?;
-            offsets.insert((msg.topic().to_string(), msg.partition()), msg.offset() + 1);
+            }
+        }
+        if merge.forced > forced {
+            telemetry::ingest_merge_forced(merge.forced - forced);
+            forced = merge.forced;
         }
         if Instant::now() >= next_tick {
             ingest.tick_idle_partitions(&mut outstanding).await?;
@@ -189,6 +268,16 @@ pub async fn run(
     Ok(())
 }
 
+/// The input partitions the group gave this instance.
+fn assigned(consumer: &StreamConsumer<kafka::LagContext>) -> Result<Vec<Tp>, PipelineError> {
+    Ok(consumer
+        .assignment()?
+        .elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect())
+}
+
 impl Ingest {
     /// Ingest's wall clock: the only one pulse's decisions read (future-event check,
     /// wall-clock ticks). What it decides is written to the log, never re-decided on replay.
@@ -196,14 +285,9 @@ impl Ingest {
         crate::wall_clock_ms()
     }
 
-    async fn handle(
-        &mut self,
-        msg: &BorrowedMessage<'_>,
-        out: &mut Sent,
-    ) -> Result<(), PipelineError> {
-        let Some(&(family, topic_encoding)) = self.families.get(msg.topic()) else {
-            return Ok(());
-        };
+    /// Decodes and judges a received input record; `None` for a topic ingest does not read.
+    fn receive(&mut self, msg: &BorrowedMessage<'_>) -> Option<Received> {
+        let &(family, topic_encoding) = self.families.get(msg.topic())?;
         let encoding = header(msg.headers(), hdr::CONTENT_TYPE)
             .and_then(Encoding::from_content_type)
             .unwrap_or(topic_encoding);
@@ -222,7 +306,33 @@ impl Ingest {
             Ok(event)
         });
         self.metrics.decoded(family.as_str(), decoding);
-        let rejection = match result.and_then(|event| self.canonical(event, msg)) {
+        let outcome = result
+            .and_then(|event| self.canonical(event, msg))
+            .map_err(|rejection| DeadLetter {
+                rejection,
+                key: msg.key().map(<[u8]>::to_vec),
+                value: msg.payload().map(<[u8]>::to_vec),
+                // The producer's content type, so the dead letter can be read; a header too
+                // long to be one is not repeated.
+                content_type: header(msg.headers(), hdr::CONTENT_TYPE)
+                    .filter(|ct| ct.len() <= 256)
+                    .map(str::to_string),
+            });
+        Some(Received {
+            family,
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key_bytes: msg.key().map_or(0, <[u8]>::len),
+            value_bytes: msg.payload().map_or(0, <[u8]>::len),
+            outcome,
+        })
+    }
+
+    /// Produces a received record: to the canonical log, or to the dead-letter topic.
+    async fn relay(&mut self, r: Received, out: &mut Sent) -> Result<(), PipelineError> {
+        let family = r.family;
+        let origin = Some(Origin::of(&r));
+        let dead = match r.outcome {
             Ok((key, partition, value, event_time)) => {
                 self.metrics.accepted(family.as_str());
                 self.max_event_time = Some(
@@ -242,36 +352,39 @@ impl Ingest {
                     .partition(partition)
                     .payload(&value)
                     .headers(hdrs);
-                let origin = Some(Origin::of(family, msg));
                 return out.send_tagged(&self.producer, rec, origin).await;
             }
-            Err(rejection) => rejection,
+            Err(dead) => dead,
         };
+        let rejection = &dead.rejection;
+        let topic = self.input_topic(family);
         telemetry::ingest_dead_lettered(family.as_str(), rejection.class());
-        let fitted = fit_dead_letter(msg.key(), msg.payload(), self.max_key_value);
-        let partition = msg.partition().to_string();
-        let offset = msg.offset().to_string();
-        let key_bytes = msg.key().map_or(0, <[u8]>::len).to_string();
-        let value_bytes = msg.payload().map_or(0, <[u8]>::len).to_string();
+        let fitted = fit_dead_letter(
+            dead.key.as_deref(),
+            dead.value.as_deref(),
+            self.max_key_value,
+        );
+        let partition = r.partition.to_string();
+        let offset = r.offset.to_string();
+        let key_bytes = r.key_bytes.to_string();
+        let value_bytes = r.value_bytes.to_string();
         let mut pairs = vec![
             (hdr::DLQ_REASON, rejection.reason.as_str()),
             (hdr::DLQ_DETAIL, rejection.detail.as_str()),
-            (hdr::DLQ_TOPIC, msg.topic()),
+            (hdr::DLQ_TOPIC, topic),
             (hdr::DLQ_PARTITION, partition.as_str()),
             (hdr::DLQ_OFFSET, offset.as_str()),
         ];
         if fitted.truncated {
-            telemetry::ingest_dead_letter_truncated(msg.topic(), msg.partition(), msg.offset());
+            telemetry::ingest_dead_letter_truncated(topic, r.partition, r.offset);
             pairs.extend([
                 (hdr::DLQ_TRUNCATED, "true"),
                 (hdr::DLQ_KEY_BYTES, key_bytes.as_str()),
                 (hdr::DLQ_VALUE_BYTES, value_bytes.as_str()),
             ]);
         }
-        // The producer's content type, so the dead letter can be read; a header too long to
-        // be one is not repeated.
-        if let Some(ct) = header(msg.headers(), hdr::CONTENT_TYPE).filter(|ct| ct.len() <= 256) {
-            pairs.push((hdr::CONTENT_TYPE, ct));
+        if let Some(ct) = &dead.content_type {
+            pairs.push((hdr::CONTENT_TYPE, ct.as_str()));
         }
         let mut rec: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&self.config.topics.dead_letters).headers(headers(&pairs));
@@ -282,7 +395,6 @@ impl Ingest {
         if let Some(key) = fitted.key {
             rec = rec.key(key);
         }
-        let origin = Some(Origin::of(family, msg));
         out.send_tagged(&self.producer, rec, origin).await
     }
 

@@ -1,6 +1,8 @@
 //! Kafka plumbing shared by ingest and fold: client configs, the murmur2 partitioner (the Java
 //! client's, so every producer of the canonical log agrees), and headers.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -129,7 +131,9 @@ fn consumer_defaults(config: &Config, pipeline: &str) -> ClientConfig {
             ("session.timeout.ms", "6000".into()),
             ("heartbeat.interval.ms", "1000".into()),
             ("partition.assignment.strategy", "cooperative-sticky".into()),
-            ("statistics.interval.ms", "5000".into()),
+            // Lag gauges, ingest's merge (which input partitions are behind) and fold's
+            // readiness (the end of each held partition).
+            ("statistics.interval.ms", "1000".into()),
         ],
     )
 }
@@ -144,15 +148,50 @@ pub fn transient(e: &KafkaError) -> bool {
     )
 }
 
-/// A consumer context that exports consumer lag from librdkafka's statistics.
+/// A consumer context that exports consumer lag from librdkafka's statistics, and keeps which
+/// partitions are behind (records in the broker not yet received) for ingest's merge.
 pub struct LagContext {
     pub group: String,
+    pub behind: Arc<Mutex<HashMap<(String, i32), bool>>>,
+}
+
+impl LagContext {
+    pub fn new(group: String) -> Self {
+        LagContext {
+            group,
+            behind: Arc::default(),
+        }
+    }
 }
 
 impl rdkafka::client::ClientContext for LagContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
         crate::telemetry::consumer_lag(&self.group, &statistics);
+        let mut behind = self.behind.lock().expect("lock");
+        for (topic, t) in &statistics.topics {
+            for (p, part) in &t.partitions {
+                if *p >= 0 {
+                    behind.insert((topic.clone(), *p), is_behind(part));
+                }
+            }
+        }
     }
+}
+
+/// Whether a partition has records in the broker beyond those handed to the application: the
+/// end (last stable offset under read_committed, else the high watermark) against the
+/// application's offset (or, before a first record, where it starts). Unknown is behind.
+fn is_behind(p: &rdkafka::statistics::Partition) -> bool {
+    let end = if p.ls_offset >= 0 {
+        p.ls_offset
+    } else {
+        p.hi_offset
+    };
+    let received = [p.app_offset, p.committed_offset, p.lo_offset]
+        .into_iter()
+        .find(|o| *o >= 0)
+        .unwrap_or(-1);
+    end < 0 || received < 0 || received < end
 }
 
 impl rdkafka::consumer::ConsumerContext for LagContext {}

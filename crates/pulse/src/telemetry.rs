@@ -31,6 +31,7 @@ pub const INGEST_RECORDS: &str = "pulse_ingest_records_total";
 pub const INGEST_DEAD_LETTERS: &str = "pulse_ingest_dead_letters_total";
 pub const INGEST_TICKS: &str = "pulse_ingest_ticks_total";
 pub const INGEST_WATERMARK: &str = "pulse_ingest_watermark_seconds";
+pub const INGEST_MERGE_FORCED: &str = "pulse_ingest_merge_forced_total";
 pub const FOLD_EVENTS: &str = "pulse_fold_events_total";
 pub const FOLD_DUPLICATES: &str = "pulse_fold_duplicate_events_total";
 pub const FOLD_TIMERS_FIRED: &str = "pulse_fold_timers_fired_total";
@@ -164,6 +165,10 @@ fn describe() {
         INGEST_TICKS,
         "Tick records appended to idle canonical-log partitions."
     );
+    describe_counter!(
+        INGEST_MERGE_FORCED,
+        "Times ingest's event-time merge went on without an input partition that still had records in the broker (it held the others back for ingest.merge_max_idle_ms, or the merge buffer was full): there, arrival order decided."
+    );
     describe_gauge!(
         INGEST_WATERMARK,
         Unit::Seconds,
@@ -207,7 +212,7 @@ fn describe() {
     );
     describe_counter!(
         FOLD_LATE,
-        "Canonical events older than their partition's clock when fold read them (folded at the clock, after the timers their time precedes had fired). Counted each time a record is folded, so a refold after a restart counts again."
+        "Canonical events older than their partition's clock when fold read them (decided at their customer's own time). Counted each time a record is folded, so a refold after a restart counts again."
     );
     describe_counter!(ALERTS, "Alerts committed to the outbox, by type.");
     describe_gauge!(
@@ -232,7 +237,7 @@ fn describe() {
     );
     describe_counter!(
         RESTORE_RECORDS,
-        "Changelog records read while restoring partitions with no local state."
+        "Changelog records read while restoring partitions (no local state, or a local checkpoint the changelog is ahead of), the tail read that compares the two included."
     );
     describe_gauge!(
         RESTORE_IN_PROGRESS,
@@ -367,6 +372,10 @@ fn bounded_reason(class: &str) -> &'static str {
         .find(|k| **k == class)
         .copied()
         .unwrap_or("other")
+}
+
+pub fn ingest_merge_forced(n: u64) {
+    counter!(INGEST_MERGE_FORCED).increment(n);
 }
 
 pub fn ingest_ticks(n: u64, watermark_ms: i64) {

@@ -1,7 +1,8 @@
 //! The changelog, both directions side by side: what each commit writes to the compacted
 //! changelog through the outbox (`commit_records`: erasure markers, customer snapshots and
 //! tombstones, dedupe entries, the checkpoint; invariant 14) and how a partition with no local
-//! checkpoint is restored from it (`restore`: invariants 15 and 16). Keys and records are
+//! checkpoint, or one whose changelog is ahead of it, is restored from it (`restore`:
+//! invariants 15 and 16). Keys and records are
 //! pulse-codec's, a customer's state bytes pulse-store's.
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,8 +17,8 @@ use pulse_codec::{
 use pulse_core::hash::customer_key;
 use pulse_core::Millis;
 use pulse_store::{Checkpoint, Commit, OutboxRecord, PartitionStore};
-use rdkafka::consumer::Consumer;
-use rdkafka::message::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::Offset;
 
@@ -118,12 +119,17 @@ pub(super) fn commit_records(
     records
 }
 
-/// Restores a partition's store (which has no checkpoint) from its changelog partition: the
-/// latest snapshot of each customer (a tombstone deletes), the erasure markers, the latest
-/// state of each dedupe entry (a tombstone deletes: the window is rebuilt exactly as the
-/// previous owner had it at the checkpoint) and the latest checkpoint, written in one commit.
-/// Returns the offset fold resumes at, or `None` when the changelog holds no checkpoint for
-/// the partition (fold starts from the beginning).
+/// Restores a partition's store from its changelog partition when the store has no
+/// checkpoint, or when the changelog's latest checkpoint is ahead of the store's (another
+/// owner folded further since this instance last held the partition: resuming from the
+/// stale local checkpoint would re-send every alert since and answer HTTP from old state).
+/// What is restored: the latest snapshot of each customer (a tombstone deletes), the erasure
+/// markers, the latest state of each dedupe entry (a tombstone deletes: the window is rebuilt
+/// exactly as the previous owner had it at the checkpoint) and the latest checkpoint, written
+/// in one commit that replaces whatever the store held (its stale outbox included: the later
+/// owner refolded those records and sent their alerts). Returns the offset fold resumes at,
+/// or `None` when nothing was restored (the changelog holds no checkpoint for the partition,
+/// or none ahead of the local one): fold goes on from the local checkpoint or the beginning.
 ///
 /// The end of the partition is its high watermark or librdkafka's partition-EOF event,
 /// whichever comes first. Stopping early is safe by construction: snapshots are applied only
@@ -135,17 +141,25 @@ pub(super) fn restore(
     partition: i32,
     store: &PartitionStore,
 ) -> Result<Option<i64>, PipelineError> {
-    use rdkafka::consumer::BaseConsumer;
     let started = Instant::now();
     let topic = &config.topics.changelog;
-    telemetry::restore_started(partition);
-    let consumer: BaseConsumer = kafka::client_config(config)
-        .set("group.id", kafka::group_id(config, "restore"))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .create()?;
+    let consumer = changelog_consumer(config)?;
     let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+    let local = store.checkpoint()?;
+    if let Some(local) = local {
+        // Cheap first: the changelog's latest checkpoint is among its last records (each
+        // commit ends with one), so only its tail is read to compare.
+        match latest_checkpoint(config, &consumer, partition, low, high)? {
+            Some(latest) if latest > local.next_offset => tracing::info!(
+                partition,
+                local = local.next_offset,
+                changelog = latest,
+                "changelog ahead of the local checkpoint: restoring from it"
+            ),
+            _ => return Ok(None),
+        }
+    }
+    telemetry::restore_started(partition);
     // By changelog key: (customer id, state schema version, stored state), or `None` for a
     // tombstone.
     type Snapshot = Option<(String, u16, Vec<u8>)>;
@@ -157,99 +171,66 @@ pub(super) fn restore(
     let mut dedupe: BTreeMap<u128, Option<(Millis, u128)>> = BTreeMap::new();
     let mut pending_dedupe: Vec<(u128, Option<(Millis, u128)>)> = Vec::new();
     let mut checkpoint: Option<Checkpoint> = None;
-    let mut records = 0u64;
-    if high > low {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
-        consumer.assign(&tpl)?;
-        let deadline = Instant::now() + Duration::from_secs(600);
-        loop {
-            if Instant::now() > deadline {
-                return Err(PipelineError::Restore(format!(
-                    "partition {partition}: changelog not read to its end ({high}) in 600 s"
-                )));
-            }
-            let Some(m) = consumer.poll(Duration::from_millis(200)) else {
-                continue;
-            };
-            let m = match m {
-                Ok(m) => m,
-                Err(rdkafka::error::KafkaError::PartitionEOF(_)) => break,
-                Err(e) => return Err(e.into()),
-            };
-            records += 1;
-            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-            let version = changelog_schema_version(kafka::header(m.headers(), hdr::SCHEMA));
-            if version != Some(CHANGELOG_SCHEMA_VERSION) {
-                return Err(PipelineError::Restore(format!(
-                    "partition {partition}: changelog offset {} has schema version {}; this binary reads version {CHANGELOG_SCHEMA_VERSION} (version 1 was keyed by raw customer ids, version 2 had no dedupe entries): recreate the changelog topic and let fold rewrite it, or restore by replay",
-                    m.offset(),
-                    version.map_or("1 (no schema header)".to_string(), |v| v.to_string()),
-                )));
-            }
-            match m.payload() {
-                None => match parse_dedupe_changelog_key(&key) {
+    let records = read_range(config, &consumer, partition, low, high, |key, m| {
+        let payload = match m.payload() {
+            None => {
+                match parse_dedupe_changelog_key(&key) {
                     Some(event_key) => pending_dedupe.push((event_key, None)),
                     None => pending.push((key, None)),
-                },
-                Some(bytes) => {
-                    let encoding = kafka::header(m.headers(), hdr::CONTENT_TYPE)
-                        .and_then(Encoding::from_content_type)
-                        .unwrap_or(config.encoding.canonical);
-                    let corrupt = |e: &dyn std::fmt::Display| {
-                        PipelineError::Restore(format!(
-                            "partition {partition}: changelog offset {}: {e}",
-                            m.offset()
-                        ))
-                    };
-                    match decode_changelog(bytes, encoding).map_err(|e| corrupt(&e))? {
-                        Changelog::Customer {
-                            customer_id,
-                            schema_version,
-                            state,
-                        } => {
-                            let version = u16::try_from(schema_version).map_err(|e| corrupt(&e))?;
-                            pending.push((key, Some((customer_id, version, state))));
-                        }
-                        Changelog::Erased {
-                            customer_key,
-                            erased_at_ms,
-                        } => pending_suppressed.push((customer_key, erased_at_ms)),
-                        Changelog::Dedupe {
-                            event_key,
-                            seen_at_ms,
-                            customer_key,
-                        } => {
-                            if parse_dedupe_changelog_key(&key) != Some(event_key) {
-                                return Err(corrupt(&format!(
-                                    "dedupe entry {event_key:032x} under key {key:?}"
-                                )));
-                            }
-                            pending_dedupe.push((event_key, Some((seen_at_ms, customer_key))));
-                        }
-                        Changelog::Checkpoint {
-                            next_offset,
-                            clock_ms,
-                            ..
-                        } => {
-                            customers.extend(pending.drain(..));
-                            suppressed.extend(pending_suppressed.drain(..));
-                            dedupe.extend(pending_dedupe.drain(..));
-                            checkpoint = Some(Checkpoint {
-                                next_offset,
-                                clock: clock_ms,
-                            });
-                        }
-                    }
                 }
+                return Ok(());
             }
-            telemetry::restore_records(1);
-            if m.offset() + 1 >= high {
-                break;
+            Some(bytes) => bytes,
+        };
+        match decode(config, partition, m, payload)? {
+            Changelog::Customer {
+                customer_id,
+                schema_version,
+                state,
+            } => {
+                let version =
+                    u16::try_from(schema_version).map_err(|e| corrupt(partition, m, &e))?;
+                pending.push((key, Some((customer_id, version, state))));
+            }
+            Changelog::Erased {
+                customer_key,
+                erased_at_ms,
+            } => pending_suppressed.push((customer_key, erased_at_ms)),
+            Changelog::Dedupe {
+                event_key,
+                seen_at_ms,
+                customer_key,
+            } => {
+                if parse_dedupe_changelog_key(&key) != Some(event_key) {
+                    return Err(corrupt(
+                        partition,
+                        m,
+                        &format!("dedupe entry {event_key:032x} under key {key:?}"),
+                    ));
+                }
+                pending_dedupe.push((event_key, Some((seen_at_ms, customer_key))));
+            }
+            Changelog::Checkpoint {
+                next_offset,
+                clock_ms,
+                ..
+            } => {
+                customers.extend(pending.drain(..));
+                suppressed.extend(pending_suppressed.drain(..));
+                dedupe.extend(pending_dedupe.drain(..));
+                checkpoint = Some(Checkpoint {
+                    next_offset,
+                    clock: clock_ms,
+                });
             }
         }
-    }
-    let Some(checkpoint) = checkpoint else {
+        Ok(())
+    })?;
+    // A read that ended early (a high watermark too low) may find an older checkpoint than
+    // the tail did: never replace local state by an older one.
+    let Some(checkpoint) =
+        checkpoint.filter(|c| local.is_none_or(|l| c.next_offset > l.next_offset))
+    else {
         telemetry::restore_finished(partition, records, 0, None, started.elapsed());
         return Ok(None);
     };
@@ -264,7 +245,7 @@ pub(super) fn restore(
         }
         commit.customers.push((id, Some(state)));
     }
-    // The store has no checkpoint, so no customer, timer or count: these are all of them.
+    // `replace` drops every customer, timer and count the store held: these are all of them.
     commit.counts = super::counts::tally(commit.customers.iter().filter_map(|(_, s)| s.as_ref()));
     // Erasures stay in force on the new owner (and its restored store is rewritten once).
     commit.suppressed = suppressed.into_iter().collect();
@@ -280,7 +261,7 @@ pub(super) fn restore(
         "dedupe window restored from the changelog"
     );
     let n = commit.customers.len();
-    store.commit(&commit)?;
+    store.replace(&commit)?;
     telemetry::restore_finished(
         partition,
         records,
@@ -289,4 +270,116 @@ pub(super) fn restore(
         started.elapsed(),
     );
     Ok(Some(checkpoint.next_offset))
+}
+
+fn changelog_consumer(config: &Config) -> Result<BaseConsumer, PipelineError> {
+    Ok(kafka::client_config(config)
+        .set("group.id", kafka::group_id(config, "restore"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()?)
+}
+
+/// The `next_offset` of the changelog partition's latest checkpoint, found by reading its
+/// tail: the last 1,024 records, then 8 times more, up to the whole partition, until one holds
+/// a checkpoint.
+fn latest_checkpoint(
+    config: &Config,
+    consumer: &BaseConsumer,
+    partition: i32,
+    low: i64,
+    high: i64,
+) -> Result<Option<i64>, PipelineError> {
+    let mut window = 1024i64;
+    loop {
+        let from = high.saturating_sub(window).max(low);
+        let mut latest = None;
+        read_range(config, consumer, partition, from, high, |key, m| {
+            if let (CHECKPOINT_KEY, Some(bytes)) = (key.as_str(), m.payload()) {
+                if let Changelog::Checkpoint { next_offset, .. } =
+                    decode(config, partition, m, bytes)?
+                {
+                    latest = Some(next_offset);
+                }
+            }
+            Ok(())
+        })?;
+        if latest.is_some() || from <= low {
+            return Ok(latest);
+        }
+        window = window.saturating_mul(8);
+    }
+}
+
+/// Reads the changelog partition from `from` to its end (the high watermark `high` or the
+/// partition-EOF event, whichever comes first), handing each record and its key to `each`;
+/// refuses a record of another schema version by name. Returns the records read.
+fn read_range(
+    config: &Config,
+    consumer: &BaseConsumer,
+    partition: i32,
+    from: i64,
+    high: i64,
+    mut each: impl FnMut(String, &BorrowedMessage<'_>) -> Result<(), PipelineError>,
+) -> Result<u64, PipelineError> {
+    let topic = &config.topics.changelog;
+    let mut records = 0u64;
+    if high <= from {
+        return Ok(0);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if Instant::now() > deadline {
+            return Err(PipelineError::Restore(format!(
+                "partition {partition}: changelog not read to its end ({high}) in 600 s"
+            )));
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = match m {
+            Ok(m) => m,
+            Err(rdkafka::error::KafkaError::PartitionEOF(_)) => break,
+            Err(e) => return Err(e.into()),
+        };
+        records += 1;
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+        let version = changelog_schema_version(kafka::header(m.headers(), hdr::SCHEMA));
+        if version != Some(CHANGELOG_SCHEMA_VERSION) {
+            return Err(PipelineError::Restore(format!(
+                "partition {partition}: changelog offset {} has schema version {}; this binary reads version {CHANGELOG_SCHEMA_VERSION} (version 1 was keyed by raw customer ids, version 2 had no dedupe entries): recreate the changelog topic and let fold rewrite it, or restore by replay",
+                m.offset(),
+                version.map_or("1 (no schema header)".to_string(), |v| v.to_string()),
+            )));
+        }
+        each(key, &m)?;
+        telemetry::restore_records(1);
+        if m.offset() + 1 >= high {
+            break;
+        }
+    }
+    Ok(records)
+}
+
+fn decode(
+    config: &Config,
+    partition: i32,
+    m: &BorrowedMessage<'_>,
+    bytes: &[u8],
+) -> Result<Changelog, PipelineError> {
+    let encoding = kafka::header(m.headers(), hdr::CONTENT_TYPE)
+        .and_then(Encoding::from_content_type)
+        .unwrap_or(config.encoding.canonical);
+    decode_changelog(bytes, encoding).map_err(|e| corrupt(partition, m, &e))
+}
+
+fn corrupt(partition: i32, m: &BorrowedMessage<'_>, e: &dyn std::fmt::Display) -> PipelineError {
+    PipelineError::Restore(format!(
+        "partition {partition}: changelog offset {}: {e}",
+        m.offset()
+    ))
 }

@@ -19,13 +19,102 @@ pub struct Shared {
     pub partitions: RwLock<BTreeMap<i32, (PartitionStore, Arc<AtomicI64>)>>,
     pub canonical_partitions: AtomicI64,
     pub counts: RwLock<BTreeMap<i32, Arc<Counts>>>,
-    /// Partitions being restored from the changelog (readiness is false while any is).
-    pub restoring: AtomicI64,
+    /// What readiness is judged on: whether the group assigned this instance its
+    /// partitions, and per partition held whether it is restoring or how far it has folded.
+    pub progress: RwLock<Progress>,
     /// Partitions this instance restored from a changelog checkpoint since it started.
     pub restored: AtomicI64,
 }
 
+/// Fold's progress as `/readyz` judges it (see [`Shared::fold_readiness`]).
+#[derive(Default)]
+pub struct Progress {
+    /// Set once the group has handed this instance an assignment (possibly empty).
+    pub assigned: bool,
+    pub partitions: BTreeMap<i32, PartitionProgress>,
+    /// The end of each held canonical partition (its last stable offset, which is the high
+    /// watermark unless a transaction is open), from the fold consumer's statistics
+    /// (`statistics.interval.ms`); absent until the first statistics after the assignment.
+    pub ends: BTreeMap<i32, i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionProgress {
+    /// Assigned, its state not yet restored (from the changelog, or found current locally).
+    Restoring,
+    /// Folding; the next offset to fold (as of the fold loop's last commit tick).
+    Folding { next_offset: i64 },
+}
+
 impl Shared {
+    /// Whether fold holds its partitions and has caught up: `Ok(why)` when the group has
+    /// assigned this instance its partitions (none is fine: more instances than partitions),
+    /// none of them is restoring and each is at most `max_lag` records behind the end of its
+    /// canonical partition (`max_lag` 0: no lag bound); `Err(why)` otherwise.
+    pub fn fold_readiness(&self, max_lag: u64) -> Result<String, String> {
+        let progress = self.progress.read().expect("lock");
+        if !progress.assigned {
+            return Err("fold waits for its partition assignment from the group".into());
+        }
+        let mut restoring = Vec::new();
+        let mut behind = Vec::new();
+        for (p, state) in &progress.partitions {
+            match *state {
+                PartitionProgress::Restoring => restoring.push(p.to_string()),
+                PartitionProgress::Folding { .. } if max_lag == 0 => {}
+                PartitionProgress::Folding { next_offset } => match progress.ends.get(p) {
+                    None => behind.push(format!("partition {p}: end of the log not known yet")),
+                    Some(end) => {
+                        let lag = end.saturating_sub(next_offset).max(0);
+                        if lag as u64 > max_lag {
+                            behind.push(format!("partition {p}: {lag} records behind"));
+                        }
+                    }
+                },
+            }
+        }
+        let mut why = Vec::new();
+        if !restoring.is_empty() {
+            why.push(format!("restoring partitions {}", restoring.join(", ")));
+        }
+        if !behind.is_empty() {
+            why.push(format!(
+                "{} (bound: http.ready_max_lag_records = {max_lag})",
+                behind.join("; ")
+            ));
+        }
+        if !why.is_empty() {
+            return Err(why.join("; "));
+        }
+        Ok(match progress.partitions.len() {
+            0 => "ready: no partitions assigned (more instances than partitions)".into(),
+            n => format!("ready: {n} partitions held and caught up"),
+        })
+    }
+
+    /// The canonical partitions' ends from the fold consumer's statistics (held partitions
+    /// only).
+    pub(super) fn statistics(&self, canonical: &str, stats: &rdkafka::Statistics) {
+        let Some(topic) = stats.topics.get(canonical) else {
+            return;
+        };
+        let mut progress = self.progress.write().expect("lock");
+        for (p, part) in &topic.partitions {
+            let end = if part.ls_offset >= 0 {
+                part.ls_offset
+            } else {
+                part.hi_offset
+            };
+            if end >= 0 && progress.partitions.contains_key(p) {
+                progress.ends.insert(*p, end);
+            }
+        }
+    }
+
+    pub(super) fn set_progress(&self, partition: i32, state: PartitionProgress) {
+        (self.progress.write().expect("lock").partitions).insert(partition, state);
+    }
+
     /// Bytes on disk of each held partition's store, for the scrape-time sample.
     pub fn state_bytes(&self) -> Vec<(i32, u64)> {
         self.partitions

@@ -14,8 +14,10 @@
 //! tombstone for an erased one), each dedupe entry it added (a tombstone for each it removed)
 //! and the partition's checkpoint to the compacted changelog, on the partition of the same
 //! number. A partition assigned with no local checkpoint (a fresh
-//! state dir: a new instance after scale-out) is first restored from its changelog partition,
-//! in the fold loop, before any of its records is folded.
+//! state dir: a new instance after scale-out), or with one the changelog's latest checkpoint
+//! is ahead of (the partition was folded further elsewhere since), is first restored from its
+//! changelog partition, in the fold loop, before any of its records is folded or served.
+//! How far each held partition has folded goes to `Shared::progress`, which `/readyz` judges.
 //!
 //! Erasure (`customer_erased`, see `PartitionTask::erase`) removes everything held for the
 //! customer in one commit and suppresses the customer's later events for good; the partition's
@@ -33,7 +35,7 @@ mod counts;
 mod task;
 
 pub use commit::AlertSink;
-pub use counts::{Counts, Shared};
+pub use counts::{Counts, PartitionProgress, Progress, Shared};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -69,6 +71,9 @@ enum Rebalance {
 
 struct FoldContext {
     group: String,
+    canonical: String,
+    /// Where the statistics put each held partition's end, for readiness.
+    shared: Arc<Shared>,
     tx: mpsc::Sender<Rebalance>,
     state_dir: PathBuf,
     fsync: bool,
@@ -77,6 +82,7 @@ struct FoldContext {
 impl ClientContext for FoldContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
         telemetry::consumer_lag(&self.group, &statistics);
+        self.shared.statistics(&self.canonical, &statistics);
     }
 }
 
@@ -190,6 +196,8 @@ pub async fn run(
     let (tx, rx) = mpsc::channel();
     let context = FoldContext {
         group: kafka::group_id(&config, "fold"),
+        canonical: config.topics.canonical.clone(),
+        shared: shared.clone(),
         tx,
         state_dir: config.fold.state_dir.clone(),
         fsync: config.fold.fsync,
@@ -256,6 +264,7 @@ pub async fn run(
             _ = shutdown.changed() => break Ok(()),
             _ = commit_timer.tick() => {
                 { let events: Vec<Rebalance> = rx.try_iter().collect(); fold.apply_rebalances(events, &consumer).await?; }
+                fold.report_progress();
                 if let Err(e) = fold.commit_all(&consumer).await { break Err(e) }
                 if fold.reached_stop() { break Ok(()) }
             }
@@ -310,24 +319,31 @@ impl Fold {
         for event in events {
             match event {
                 Rebalance::Assigned(stores) => {
+                    {
+                        let mut progress = self.shared.progress.write().expect("lock");
+                        progress.assigned = true;
+                        for (p, _) in &stores {
+                            progress.partitions.insert(*p, PartitionProgress::Restoring);
+                            progress.ends.remove(p);
+                        }
+                    }
                     // Exactly-once: the group's offsets, once per assignment.
                     let mut group_offsets = None;
                     for (p, store) in stores {
-                        // No local checkpoint: restore from the changelog before any record of
-                        // the partition is folded (the callback assigned it at the beginning;
-                        // `handle` skips what the restored checkpoint covers, and the seek
-                        // below spares reading it).
-                        if !self.without_changelog && store.checkpoint()?.is_none() {
-                            self.shared.restoring.fetch_add(1, Ordering::Relaxed);
+                        // Restore from the changelog, before any record of the partition is
+                        // folded, when there is no local checkpoint or the changelog's is
+                        // ahead of it (another owner folded further: invariant 15). The
+                        // callback assigned it at the local checkpoint (or the beginning);
+                        // `handle` skips what a restored checkpoint covers, and the seek
+                        // below spares reading it.
+                        if !self.without_changelog {
+                            telemetry::restore_in_progress(1);
                             let (c, st) = (self.config.clone(), store.clone());
                             let restored =
                                 tokio::task::spawn_blocking(move || changelog::restore(&c, p, &st))
                                     .await
                                     .expect("restore task");
-                            self.shared.restoring.fetch_sub(1, Ordering::Relaxed);
-                            telemetry::restore_in_progress(
-                                self.shared.restoring.load(Ordering::Relaxed),
-                            );
+                            telemetry::restore_in_progress(0);
                             if let Some(next) = restored? {
                                 self.shared.restored.fetch_add(1, Ordering::Relaxed);
                                 if let Err(e) = consumer.seek(
@@ -370,6 +386,12 @@ impl Fold {
                             .write()
                             .expect("lock")
                             .insert(p, task.counts.clone());
+                        self.shared.set_progress(
+                            p,
+                            PartitionProgress::Folding {
+                                next_offset: task.next_offset,
+                            },
+                        );
                         self.tasks.insert(p, task);
                     }
                 }
@@ -383,6 +405,9 @@ impl Fold {
                         }
                         self.shared.partitions.write().expect("lock").remove(&p);
                         self.shared.counts.write().expect("lock").remove(&p);
+                        let mut progress = self.shared.progress.write().expect("lock");
+                        progress.partitions.remove(&p);
+                        progress.ends.remove(&p);
                     }
                 }
                 Rebalance::Failed(why) => return Err(PipelineError::Rebalance(why)),
@@ -392,12 +417,26 @@ impl Fold {
         Ok(())
     }
 
+    /// Tells readiness how far each partition has folded (the ends come from the consumer's
+    /// statistics, `FoldContext::stats`).
+    fn report_progress(&self) {
+        for (p, task) in &self.tasks {
+            self.shared.set_progress(
+                *p,
+                PartitionProgress::Folding {
+                    next_offset: task.next_offset,
+                },
+            );
+        }
+    }
+
     fn close_all(&mut self) {
         for (p, task) in std::mem::take(&mut self.tasks) {
             task.forget_stage_counts();
             self.shared.partitions.write().expect("lock").remove(&p);
             self.shared.counts.write().expect("lock").remove(&p);
         }
+        *self.shared.progress.write().expect("lock") = Progress::default();
         telemetry::partitions_assigned(0);
     }
 
@@ -421,9 +460,9 @@ impl Fold {
                 task.advance_clock(time, msg.offset(), &self.config)
             }
             Ok(Canonical::Event(event, _)) => {
-                // Late: the partition already moved past it, so it is folded at the clock, after
-                // the timers its time precedes. Measured here, not at ingest, because this is
-                // where lateness has a consequence, and it is a function of the log alone.
+                // Late: the partition already moved past it (it is decided at its customer's own
+                // time, `Partition::apply`). Measured here, not at ingest, because this is where
+                // lateness has a consequence, and it is a function of the log alone.
                 if event.occurred_at < task.core.clock() {
                     task.metrics.late();
                 }
