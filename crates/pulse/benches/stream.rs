@@ -9,9 +9,10 @@
 //!   validation), as ingest does;
 //! - `engine`: [`core_pass`], everything pulse-core does for the same events as fold drives
 //!   it, from empty states, through one `Partition`: every timer fired when the partition
-//!   clock passes it, then the event decided at the clock (fold of the event, scores, stage,
-//!   segment, exact next timer, and for every alert a full evaluation with the discounted
-//!   CLV, its reasons and scores), the partition's customer map and timer set included.
+//!   clock passes it, then the event decided at its customer's own time (fold of the event,
+//!   scores, stage, segment, exact next timer, and for every alert a full evaluation with the
+//!   discounted CLV, its reasons and scores), the partition's customer map and timer set
+//!   included.
 //!
 //! It prints both per-event costs, their ratio, and how many timers and alerts the engine
 //! pass produced. Under `cargo test --benches` (or `-- --test`) it runs one round over a
