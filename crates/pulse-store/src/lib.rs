@@ -61,7 +61,7 @@ const META_REWRITE: &[u8] = b"mrewrite";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("sled")]
+    #[error("sled: {0}")]
     Sled(#[from] sled::Error),
     #[error("rewriting {path}")]
     Rewrite {
