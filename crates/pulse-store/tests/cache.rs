@@ -54,6 +54,26 @@ fn commit(p: &mut Partition<CachedStates>, store: &PartitionStore, next_offset: 
     store.commit(&c).unwrap();
 }
 
+/// Asserts that the store holds exactly `mem`'s customer states and their timer index;
+/// returns the timers, `(due, customer)` in order.
+fn assert_store_holds(store: &PartitionStore, mem: &Partition) -> Vec<(Millis, String)> {
+    let mut stored: Vec<_> = store.customers().map(|r| r.unwrap()).collect();
+    stored.sort_by(|x, y| x.0.cmp(&y.0));
+    let mut held: Vec<_> = mem
+        .customers()
+        .map(|(id, s)| (id.clone(), s.clone()))
+        .collect();
+    held.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(stored, held);
+    let mut timers: Vec<_> = held
+        .iter()
+        .filter_map(|(id, s)| Some((s.next_timer?, id.clone())))
+        .collect();
+    timers.sort();
+    assert_eq!(store.timers().unwrap(), timers);
+    timers
+}
+
 #[test]
 fn sled_backed_states_with_a_small_cache_fold_exactly_as_in_memory() {
     let dir = tempfile::tempdir().unwrap();
@@ -100,21 +120,8 @@ fn sled_backed_states_with_a_small_cache_fold_exactly_as_in_memory() {
     );
 
     // What sled holds is what memory holds: states, the timer index, the counts.
-    let mut stored: Vec<_> = store.customers().map(|r| r.unwrap()).collect();
-    stored.sort_by(|x, y| x.0.cmp(&y.0));
-    let mut held: Vec<_> = mem
-        .customers()
-        .map(|(id, s)| (id.clone(), s.clone()))
-        .collect();
-    held.sort_by(|x, y| x.0.cmp(&y.0));
-    assert_eq!(stored, held);
-    let mut timers: Vec<_> = held
-        .iter()
-        .filter_map(|(id, s)| Some((s.next_timer?, id.clone())))
-        .collect();
-    timers.sort();
+    let timers = assert_store_holds(&store, &mem);
     assert!(!timers.is_empty());
-    assert_eq!(store.timers().unwrap(), timers);
     let counts = store.counts().unwrap();
     assert_eq!(counts["customers"], mem.len() as i64);
     assert_eq!(counts["timers"], mem.pending_timers() as i64);
@@ -186,20 +193,7 @@ fn late_customers_fold_in_sled_as_in_memory() {
     assert!(!a.is_empty());
     assert_eq!(a, b);
     commit(&mut sled, &store, 1_000_000);
-    let mut stored: Vec<_> = store.customers().map(|r| r.unwrap()).collect();
-    stored.sort_by(|x, y| x.0.cmp(&y.0));
-    let mut held: Vec<_> = mem
-        .customers()
-        .map(|(id, s)| (id.clone(), s.clone()))
-        .collect();
-    held.sort_by(|x, y| x.0.cmp(&y.0));
-    assert_eq!(stored, held);
-    let mut timers: Vec<_> = held
-        .iter()
-        .filter_map(|(id, s)| Some((s.next_timer?, id.clone())))
-        .collect();
-    timers.sort();
-    assert_eq!(store.timers().unwrap(), timers);
+    assert_store_holds(&store, &mem);
     let end = mem.clock() + 1_500 * DAY;
     let (mut fa, mut fb) = (Vec::new(), Vec::new());
     mem.advance(end, &cfg, |id, at, _, al| fa.push((id.to_string(), at, al)));
