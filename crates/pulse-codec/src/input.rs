@@ -16,7 +16,7 @@ use crate::wire;
 use crate::Encoding;
 
 /// Which input topic a record came from; decides which `type`s are valid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
     Orders,
     Clickstream,

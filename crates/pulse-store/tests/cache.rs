@@ -74,18 +74,25 @@ fn assert_store_holds(store: &PartitionStore, mem: &Partition) -> Vec<(Millis, S
     timers
 }
 
+/// The tests' cache: room for a few dozen of their 300 customers, so most reads come from sled.
+const BUDGET: usize = 8 * 1024;
+
+/// A store in `dir`, an empty partition on it behind a [`BUDGET`] cache, and an empty
+/// in-memory partition.
+fn sled_and_memory(dir: &std::path::Path) -> (PartitionStore, Partition<CachedStates>, Partition) {
+    let store = PartitionStore::open(dir, false).unwrap();
+    let sled = Partition::with_states(
+        Partition::START,
+        CachedStates::open(store.clone(), BUDGET).unwrap(),
+    );
+    (store, sled, Partition::new())
+}
+
 #[test]
 fn sled_backed_states_with_a_small_cache_fold_exactly_as_in_memory() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = ScoringConfig::default();
-    let store = PartitionStore::open(dir.path(), false).unwrap();
-    // Room for a few dozen customers of 300: most reads come from sled.
-    let budget = 8 * 1024;
-    let mut sled = Partition::with_states(
-        Partition::START,
-        CachedStates::open(store.clone(), budget).unwrap(),
-    );
-    let mut mem = Partition::new();
+    let (store, mut sled, mut mem) = sled_and_memory(dir.path());
     let (mut a, mut b): (Vec<Alert>, Vec<Alert>) = (Vec::new(), Vec::new());
     for (i, e) in history().iter().enumerate() {
         a.extend(mem.step(e, &cfg));
@@ -98,7 +105,7 @@ fn sled_backed_states_with_a_small_cache_fold_exactly_as_in_memory() {
         if i % 50 == 49 {
             commit(&mut sled, &store, i as i64 + 1);
             assert!(
-                sled.states().cached_bytes() <= budget,
+                sled.states().cached_bytes() <= BUDGET,
                 "{}",
                 sled.states().cached_bytes()
             );
@@ -132,7 +139,7 @@ fn sled_backed_states_with_a_small_cache_fold_exactly_as_in_memory() {
     drop(store);
     let store = PartitionStore::open(dir.path(), false).unwrap();
     let mut sled =
-        Partition::with_states(clock, CachedStates::open(store.clone(), budget).unwrap());
+        Partition::with_states(clock, CachedStates::open(store.clone(), BUDGET).unwrap());
     assert_eq!(sled.states().cached(), 0);
     assert_eq!(
         (sled.len(), sled.pending_timers()),
@@ -158,13 +165,7 @@ fn sled_backed_states_with_a_small_cache_fold_exactly_as_in_memory() {
 fn late_customers_fold_in_sled_as_in_memory() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = ScoringConfig::default();
-    let store = PartitionStore::open(dir.path(), false).unwrap();
-    let budget = 8 * 1024;
-    let mut sled = Partition::with_states(
-        Partition::START,
-        CachedStates::open(store.clone(), budget).unwrap(),
-    );
-    let mut mem = Partition::new();
+    let (store, mut sled, mut mem) = sled_and_memory(dir.path());
     // The events of customers whose number ends in 0, 3, 6 or 9 arrive 200 days late.
     let mut events: Vec<(Millis, Event)> = history()
         .into_iter()

@@ -190,7 +190,7 @@ pub async fn run(
         let mut outstanding = Sent::default();
         // The next offset to commit per input partition: after the last record relayed.
         let mut offsets: HashMap<Tp, i64> = HashMap::new();
-        let dropped = merge.assign(assigned(&consumer)?);
+        let dropped = merge.assign(ingest.assigned(&consumer)?);
         if dropped > 0 {
             tracing::info!(
                 dropped,
@@ -204,7 +204,11 @@ pub async fn run(
             loop {
                 let next = {
                     let behind = behind.lock().expect("lock");
-                    merge.pop(Instant::now(), |tp| behind.get(tp).copied().unwrap_or(true))
+                    let input = |f| ingest.input_topic(f);
+                    merge.pop(Instant::now(), |(f, p)| {
+                        let known = behind.get(input(*f)).and_then(|ps| ps.get(p));
+                        known.copied().unwrap_or(true)
+                    })
                 };
                 match next {
                     Next::Record(r, tp, offset) => {
@@ -230,11 +234,11 @@ pub async fn run(
                 m = consumer.recv() => match m {
                     Ok(msg) => {
                         let Some(r) = ingest.receive(&msg) else { continue };
-                        let tp = (msg.topic().to_string(), msg.partition());
+                        let tp = (r.family, r.partition);
                         // A first record of a new assignment: every partition of it gets its
                         // queue first, so those yet to deliver hold the merge back.
                         if !merge.knows(&tp) {
-                            merge.assign(assigned(&consumer)?);
+                            merge.assign(ingest.assigned(&consumer)?);
                         }
                         merge.push(tp, msg.offset(), r.time(), r);
                     }
@@ -258,8 +262,9 @@ pub async fn run(
         ingest.dead_letter_refused(refused).await?;
         if !offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();
-            for ((topic, partition), offset) in offsets {
-                tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+            for ((family, partition), offset) in offsets {
+                let topic = ingest.input_topic(family);
+                tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
             }
             consumer.commit(&tpl, CommitMode::Async)?;
         }
@@ -268,17 +273,20 @@ pub async fn run(
     Ok(())
 }
 
-/// The input partitions the group gave this instance.
-fn assigned(consumer: &StreamConsumer<kafka::LagContext>) -> Result<Vec<Tp>, PipelineError> {
-    Ok(consumer
-        .assignment()?
-        .elements()
-        .iter()
-        .map(|e| (e.topic().to_string(), e.partition()))
-        .collect())
-}
-
 impl Ingest {
+    /// The input partitions the group gave this instance.
+    fn assigned(
+        &self,
+        consumer: &StreamConsumer<kafka::LagContext>,
+    ) -> Result<Vec<Tp>, PipelineError> {
+        Ok(consumer
+            .assignment()?
+            .elements()
+            .iter()
+            .filter_map(|e| Some((self.families.get(e.topic())?.0, e.partition())))
+            .collect())
+    }
+
     /// Ingest's wall clock: the only one pulse's decisions read (future-event check,
     /// wall-clock ticks). What it decides is written to the log, never re-decided on replay.
     fn clock(&self) -> Millis {

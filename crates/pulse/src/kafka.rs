@@ -152,7 +152,8 @@ pub fn transient(e: &KafkaError) -> bool {
 /// partitions are behind (records in the broker not yet received) for ingest's merge.
 pub struct LagContext {
     pub group: String,
-    pub behind: Arc<Mutex<HashMap<(String, i32), bool>>>,
+    /// topic → partition → behind.
+    pub behind: Arc<Mutex<HashMap<String, HashMap<i32, bool>>>>,
 }
 
 impl LagContext {
@@ -171,22 +172,28 @@ impl rdkafka::client::ClientContext for LagContext {
         for (topic, t) in &statistics.topics {
             for (p, part) in &t.partitions {
                 if *p >= 0 {
-                    behind.insert((topic.clone(), *p), is_behind(part));
+                    (behind.entry(topic.clone()).or_default()).insert(*p, is_behind(part));
                 }
             }
         }
     }
 }
 
-/// Whether a partition has records in the broker beyond those handed to the application: the
-/// end (last stable offset under read_committed, else the high watermark) against the
-/// application's offset (or, before a first record, where it starts). Unknown is behind.
-fn is_behind(p: &rdkafka::statistics::Partition) -> bool {
-    let end = if p.ls_offset >= 0 {
+/// A partition's end as librdkafka's statistics report it: the last stable offset (what a
+/// read_committed consumer can read), else the high watermark; negative if not known yet.
+pub fn partition_end(p: &rdkafka::statistics::Partition) -> i64 {
+    if p.ls_offset >= 0 {
         p.ls_offset
     } else {
         p.hi_offset
-    };
+    }
+}
+
+/// Whether a partition has records in the broker beyond those handed to the application: its
+/// [`partition_end`] against the application's offset (or, before a first record, where it
+/// starts). Unknown is behind.
+fn is_behind(p: &rdkafka::statistics::Partition) -> bool {
+    let end = partition_end(p);
     let received = [p.app_offset, p.committed_offset, p.lo_offset]
         .into_iter()
         .find(|o| *o >= 0)

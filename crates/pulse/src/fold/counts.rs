@@ -100,11 +100,7 @@ impl Shared {
         };
         let mut progress = self.progress.write().expect("lock");
         for (p, part) in &topic.partitions {
-            let end = if part.ls_offset >= 0 {
-                part.ls_offset
-            } else {
-                part.hi_offset
-            };
+            let end = crate::kafka::partition_end(part);
             if end >= 0 && progress.partitions.contains_key(p) {
                 progress.ends.insert(*p, end);
             }

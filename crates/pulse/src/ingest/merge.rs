@@ -7,8 +7,8 @@
 //! the canonical partitions' clocks months ahead of the events still to come (every timer of
 //! every customer fired early, every late first order judged as months of silence) and make
 //! the alerts depend on fetch timing. So ingest holds what it received in one queue per input
-//! partition and always relays the record with the smallest `(event time, topic, partition,
-//! offset)` among the queue heads, as long as every partition that still has records in the
+//! partition and always relays the record with the smallest `(event time, input family,
+//! partition, offset)` among the queue heads, as long as every partition that still has records in the
 //! broker (it is *behind*) has one in its queue. An empty partition that is behind holds the
 //! merge back for at most `max_idle`; then it is *idle* and holds nothing back until it
 //! delivers again. A partition that is not behind (caught up, or empty) never holds anything
@@ -21,10 +21,11 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use pulse_codec::Family;
 use pulse_core::Millis;
 
-/// An input partition: (topic, partition).
-pub type Tp = (String, i32);
+/// An input partition: (the input topic's family, partition). Copy: no allocation per record.
+pub type Tp = (Family, i32);
 
 #[derive(Debug)]
 struct Queue<T> {
@@ -124,7 +125,7 @@ impl<T> Merge<T> {
             .iter()
             .filter_map(|(tp, q)| q.items.front().map(|(t, o, _)| (*t, tp, *o)))
             .min()
-            .map(|(_, tp, _)| tp.clone())
+            .map(|(_, tp, _)| *tp)
         else {
             return Next::Empty;
         };
@@ -161,7 +162,12 @@ mod tests {
     const IDLE: Duration = Duration::from_millis(500);
 
     fn tp(t: &str, p: i32) -> Tp {
-        (t.to_string(), p)
+        let family = match t {
+            "orders" => Family::Orders,
+            "clicks" => Family::Clickstream,
+            other => panic!("no family {other}"),
+        };
+        (family, p)
     }
 
     /// Everything relayable now, in order.
