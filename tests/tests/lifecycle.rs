@@ -189,6 +189,14 @@ async fn weekly_buyer_goes_silent(broker: Broker) -> anyhow::Result<()> {
     let (code, body) = http_get(addr, &format!("/v1/customers/{buyer}?at={}", day(40)))?;
     assert_eq!(code, 200);
     assert!(body.contains(r#""stage":"loyal""#), "{body}");
+    // Before its first event pulse has not seen the customer; between its first and last
+    // event the state would score later events as already happened, so both are refused.
+    let (code, body) = http_get(addr, &format!("/v1/customers/{buyer}?at=946684800000"))?;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains(r#""error":"not_seen_yet""#), "{body}");
+    let (code, body) = http_get(addr, &format!("/v1/customers/{buyer}?at={}", day(3)))?;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains(r#""error":"at_before_last_event""#), "{body}");
     assert_eq!(http_get(addr, "/v1/customers/nobody")?.0, 404);
     assert_eq!(http_get(addr, "/readyz")?.0, 200);
     let (_, metrics) = http_get(addr, "/metrics")?;

@@ -383,6 +383,23 @@ fn customer_here(
         }
     };
     Some(match store.customer(id) {
+        // pulse keeps a customer's state as of its last event, not its past: an `at` before
+        // that would score later events as if they had happened, so it is refused.
+        Ok(Some(s)) if at < s.first_seen_at => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({
+                "error": "not_seen_yet",
+                "first_seen_at": pulse_codec::time::format_rfc3339(s.first_seen_at),
+            }),
+        ),
+        Ok(Some(s)) if at < s.last_event_at => json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &serde_json::json!({
+                "error": "at_before_last_event",
+                "last_event_at": pulse_codec::time::format_rfc3339(s.last_event_at),
+                "detail": "pulse keeps each customer's state as of its last event; `at` may be that instant or later (`pulse replay --to-time` rebuilds the past)",
+            }),
+        ),
         Ok(Some(s)) => {
             let e = evaluate(&s, at, &state.scoring);
             let scores: serde_json::Map<String, serde_json::Value> = pulse_core::engine::scores(&e)
